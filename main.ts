@@ -1,0 +1,244 @@
+/**
+ * @module
+ * sluice's composition root and CLI. The only place that reads the
+ * environment, builds the real clock, calls `Deno.serve` and owns signals:
+ *
+ *   sluice serve [flags]                       run the gateway
+ *   sluice plans check FILE                    validate a plans file (exit 1 if bad)
+ *   sluice keys create --account ID [--plans FILE]
+ *   sluice keys revoke --account ID --key-id KEY [--plans FILE]
+ */
+
+import { parseArgs } from "node:util";
+import { parseServeFlags, serveHelp, type ServeOptions } from "./src/config/flags.ts";
+import { createApp, type Lifecycle } from "./src/http/app.ts";
+import type { Clock } from "./src/limits/clock.ts";
+import { Limiter } from "./src/limits/limiter.ts";
+import { createKey, type EditResult, revokeKey } from "./src/plans/key_admin.ts";
+import {
+  ensurePlansFile,
+  loadPlansFile,
+  renderPlansFile,
+  writeFileAtomic,
+} from "./src/plans/plans_file.ts";
+import type { PlansFile } from "./src/plans/schema.ts";
+import { ConfigStore } from "./src/plans/snapshot.ts";
+import type { Forwarder } from "./src/upstream/forwarder.ts";
+import { HttpProxy } from "./src/upstream/proxy.ts";
+import { Simulator } from "./src/upstream/simulator.ts";
+
+const USAGE = `sluice — rate and concurrency gateway
+
+Usage:
+  sluice serve [flags]                          run the gateway (sluice serve --help)
+  sluice plans check FILE                       validate a plans file
+  sluice keys create --account ID [--plans FILE]
+  sluice keys revoke --account ID --key-id KEY [--plans FILE]`;
+
+const realClock: Clock = { nowMs: () => Date.now() };
+
+function envRecord(): Record<string, string | undefined> {
+  return Deno.env.toObject();
+}
+
+async function serve(options: ServeOptions): Promise<void> {
+  const startedAt = new Date(realClock.nowMs());
+  const ensured = await ensurePlansFile(options.plans, startedAt);
+  const loaded = await loadPlansFile(options.plans, startedAt);
+  if (!loaded.ok) {
+    console.error(`sluice: ${options.plans} is not a valid plans file:`);
+    for (const e of loaded.errors) console.error(`  ${e.path}: ${e.message}`);
+    Deno.exit(1);
+  }
+  const config = new ConfigStore(loaded.snapshot);
+  const limiter = new Limiter({
+    windowCapacity: options.windowCapacity,
+    leaseMs: options.upstreamTimeoutMs + options.leaseMarginMs,
+    epochMs: startedAt.getTime(),
+  });
+  const forwarder: Forwarder = options.upstream === undefined
+    ? new Simulator({
+      latencyMs: options.simLatencyMs,
+      errorRate: options.simErrorRate,
+      maxBodyBytes: options.maxBodyBytes,
+    })
+    : new HttpProxy(options.upstream, {
+      timeoutMs: options.upstreamTimeoutMs,
+      maxBodyBytes: options.maxBodyBytes,
+    });
+  const lifecycle: { draining: boolean } & Lifecycle = { draining: false };
+  const app = createApp({
+    config,
+    limiter,
+    clock: realClock,
+    forwarder,
+    lifecycle,
+    maxBodyBytes: options.maxBodyBytes,
+    shadow: options.shadow,
+    authFailuresPerMinute: options.authFailuresPerMinute,
+    onUnexpectedError: (error, requestId) =>
+      console.error(`[${requestId}] unexpected error`, error),
+  });
+
+  const housekeeping = setInterval(() => {
+    const nowMs = realClock.nowMs();
+    const reclaimed = limiter.leases.reclaimOverdue(nowMs);
+    if (reclaimed > 0) console.error(`sluice: reclaimed ${reclaimed} overdue slot lease(s)`);
+    limiter.reclaimIdle(nowMs, new Set(config.current.accounts.keys()));
+  }, 1000);
+
+  const server = Deno.serve({
+    port: options.port,
+    hostname: options.hostname,
+    onListen: ({ hostname, port }) => {
+      const base = `http://${hostname === "0.0.0.0" ? "127.0.0.1" : hostname}:${port}`;
+      console.log(
+        `sluice listening on ${base} (plans: ${options.plans}, upstream: ${
+          options.upstream ?? "built-in simulator"
+        })`,
+      );
+      if (ensured.created) {
+        console.log(`\nCreated ${options.plans} with the standard plans and a demo account.`);
+        console.log(`Demo API key (shown once, only its hash is stored):\n  ${ensured.apiKey}\n`);
+        console.log("Try it:");
+        console.log(
+          `  curl -i -X POST ${base}/v1/monitor/chatgpt -H "Authorization: Bearer ${ensured.apiKey}" ` +
+            `-H "Content-Type: application/json" -d '{"prompt":"best running shoes"}'\n`,
+        );
+      }
+    },
+  }, app.fetch);
+
+  let stopping = false;
+  async function shutdown(signal: string): Promise<void> {
+    if (stopping) return;
+    stopping = true;
+    lifecycle.draining = true;
+    console.log(`sluice: ${signal}, draining (up to ${options.shutdownTimeoutMs} ms)`);
+    const deadline = new Promise<void>((resolve) => setTimeout(resolve, options.shutdownTimeoutMs));
+    await Promise.race([server.shutdown(), deadline]);
+    clearInterval(housekeeping);
+    Deno.exit(0);
+  }
+  Deno.addSignalListener("SIGTERM", () => void shutdown("SIGTERM"));
+  Deno.addSignalListener("SIGINT", () => void shutdown("SIGINT"));
+  await server.finished;
+}
+
+async function plansCheck(path: string | undefined): Promise<number> {
+  if (path === undefined) {
+    console.error("usage: sluice plans check FILE");
+    return 2;
+  }
+  const result = await loadPlansFile(path, new Date(realClock.nowMs()));
+  if (result.ok) {
+    const s = result.snapshot;
+    console.log(
+      `${path}: ok (${s.plans.size} plans, ${s.accounts.size} accounts, version ${s.version})`,
+    );
+    return 0;
+  }
+  console.error(`${path}: ${result.errors.length} error(s)`);
+  for (const e of result.errors) console.error(`  ${e.path}: ${e.message}`);
+  return 1;
+}
+
+async function editPlans(
+  path: string,
+  edit: (document: PlansFile, now: Date) => EditResult<Record<string, unknown>>,
+): Promise<EditResult<Record<string, unknown>> | undefined> {
+  const now = new Date(realClock.nowMs());
+  const loaded = await loadPlansFile(path, now);
+  if (!loaded.ok) {
+    console.error(`${path}: cannot edit an invalid plans file:`);
+    for (const e of loaded.errors) console.error(`  ${e.path}: ${e.message}`);
+    return undefined;
+  }
+  const result = edit(loaded.snapshot.document, now);
+  if (result.ok) await writeFileAtomic(path, renderPlansFile(result.document));
+  return result;
+}
+
+async function keys(args: string[]): Promise<number> {
+  const [action, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      account: { type: "string" },
+      "key-id": { type: "string" },
+      plans: { type: "string" },
+    },
+    strict: true,
+  });
+  const path = values.plans ?? Deno.env.get("SLUICE_PLANS") ?? "./plans.json";
+  const account = values.account;
+  if (account === undefined || (action !== "create" && action !== "revoke")) {
+    console.error("usage: sluice keys create|revoke --account ID [--key-id KEY] [--plans FILE]");
+    return 2;
+  }
+  if (action === "create") {
+    const result = await editPlans(path, (doc, now) => createKey(doc, account, now));
+    if (result === undefined) return 1;
+    if (!result.ok) return fail(result.message);
+    console.log(`Created key ${String(result.keyId)} for account ${account} (shown once):`);
+    console.log(String(result.apiKey));
+    return 0;
+  }
+  const keyId = values["key-id"];
+  if (keyId === undefined) {
+    console.error("usage: sluice keys revoke --account ID --key-id KEY [--plans FILE]");
+    return 2;
+  }
+  const result = await editPlans(path, (doc, now) => revokeKey(doc, account, keyId, now));
+  if (result === undefined) return 1;
+  if (!result.ok) return fail(result.message);
+  console.log(`Revoked key ${keyId} of account ${account}.`);
+  return 0;
+}
+
+function fail(message: string): number {
+  console.error(`sluice: ${message}`);
+  return 1;
+}
+
+async function main(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  switch (command) {
+    case "serve": {
+      if (rest.includes("--help") || rest.includes("-h")) {
+        console.log(serveHelp());
+        return 0;
+      }
+      const parsed = parseServeFlags(rest, envRecord());
+      if (!parsed.ok) {
+        console.error(`sluice: ${parsed.error}\n\n${serveHelp()}`);
+        return 2;
+      }
+      await serve(parsed.value);
+      return 0;
+    }
+    case "plans":
+      if (rest[0] === "check") return await plansCheck(rest[1]);
+      console.error("usage: sluice plans check FILE");
+      return 2;
+    case "keys":
+      try {
+        return await keys(rest);
+      } catch (error) {
+        return fail(error instanceof Error ? error.message : String(error));
+      }
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      console.log(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      console.error(`sluice: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

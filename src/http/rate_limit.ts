@@ -1,0 +1,107 @@
+/**
+ * @module
+ * The request-rate limit on every authenticated `/v1/*` call, and the headers
+ * that tell clients where they stand: `X-RateLimit-*` plus the IETF draft-11
+ * `RateLimit-Policy` / `RateLimit` structured fields. The admission decision
+ * uses the one clock read of the request (`nowMs`); a denial becomes a 429
+ * here and nowhere else. In shadow mode the decision is made and reported but
+ * the request goes through.
+ */
+
+import type { Context, MiddlewareHandler } from "hono";
+import type { Limiter } from "../limits/limiter.ts";
+import type { GatewayEnv, RateInfo, SlotInfo } from "./context.ts";
+import { HttpError } from "./errors.ts";
+
+/** Options for {@linkcode rateLimit}. */
+export interface RateLimitOptions {
+  limiter: Limiter;
+  /** Global shadow mode: decide, report, never reject. */
+  shadow?: boolean;
+}
+
+/** The rate bucket a request counts against, by the plan's scope. */
+export function rateBucketKey(c: Context<GatewayEnv>): string {
+  const account = c.get("account");
+  switch (account.plan.rateLimit.scope) {
+    case "key":
+      return `rate:${account.id}:key:${c.get("keyOwner").keyId}`;
+    case "endpoint":
+      return `rate:${account.id}:ep:${endpointOf(c.req.path)}`;
+    default:
+      return `rate:${account.id}`;
+  }
+}
+
+/** `/v1/monitor/chatgpt/x` → `monitor/chatgpt`: the first two segments after `/v1`. */
+export function endpointOf(path: string): string {
+  const parts = path.split("/", 5);
+  return `${(parts[2] ?? "").slice(0, 64)}/${(parts[3] ?? "").slice(0, 64)}`;
+}
+
+/** Counts the request against its window; 429 when the window is full. */
+export function rateLimit(options: RateLimitOptions): MiddlewareHandler<GatewayEnv> {
+  const { limiter, shadow = false } = options;
+  return async function rateLimit(c, next) {
+    const nowMs = c.get("nowMs");
+    const plan = c.get("account").plan;
+    const bucketKey = rateBucketKey(c);
+    const remaining = limiter.tryAdmit(bucketKey, plan.rateLimit, nowMs);
+    const shadowed = remaining < 0 && (shadow || plan.shadow);
+    const rate: RateInfo = {
+      limit: plan.rateLimit.requests,
+      remaining: Math.max(0, remaining),
+      windowMs: plan.rateLimit.windowMs,
+      bucketKey,
+      shadowed,
+    };
+    c.set("rate", rate);
+    if (remaining < 0 && !shadowed) {
+      const retryAfterSeconds = Math.max(
+        1,
+        Math.ceil(limiter.msUntilFree(bucketKey, nowMs) / 1000),
+      );
+      throw new HttpError(429, "RATE_LIMIT_EXCEEDED", "request rate limit exceeded", {
+        details: { limit: rate.limit, windowMs: rate.windowMs, retryAfterSeconds },
+        headers: {
+          ...rateHeaders(rate, retryAfterSeconds, undefined),
+          "retry-after": String(retryAfterSeconds),
+          "x-ratelimit-reset": String(retryAfterSeconds),
+        },
+      });
+    }
+    await next();
+    const resetSeconds = Math.ceil(
+      limiter.msUntilFree(bucketKey, nowMs, rate.remaining + 1) / 1000,
+    );
+    const headers = c.res.headers;
+    for (const [name, value] of Object.entries(rateHeaders(rate, resetSeconds, c.get("slot")))) {
+      headers.set(name, value);
+    }
+  };
+}
+
+/**
+ * The rate headers for `rate`, with the window freeing one in `resetSeconds`;
+ * with `slot` (monitor routes) the draft fields carry a second,
+ * `qu="concurrent-requests"` policy.
+ */
+export function rateHeaders(
+  rate: RateInfo,
+  resetSeconds: number,
+  slot: SlotInfo | undefined,
+): Record<string, string> {
+  const windowSeconds = Math.max(1, Math.ceil(rate.windowMs / 1000));
+  let policy = `"requests";q=${rate.limit};w=${windowSeconds}`;
+  let state = `"requests";r=${rate.remaining};t=${resetSeconds}`;
+  if (slot !== undefined) {
+    policy += `, "concurrency";q=${slot.limit};qu="concurrent-requests"`;
+    state += `, "concurrency";r=${Math.max(0, slot.limit - slot.current)}`;
+  }
+  return {
+    "x-ratelimit-limit": String(rate.limit),
+    "x-ratelimit-remaining": String(rate.remaining),
+    "ratelimit-policy": policy,
+    "ratelimit": state,
+  };
+}

@@ -1,0 +1,74 @@
+/**
+ * @module
+ * Counting semaphores for many accounts in one `SharedArrayBuffer`. Acquire is
+ * a compare-and-swap loop that never waits: a full semaphore answers "no" at
+ * once, which is what a hard concurrency limit needs. The maximum can change
+ * in place; a lowered maximum lets holders finish and admits nobody until use
+ * falls under it.
+ */
+
+const IN_USE = 0;
+const MAX = 1;
+/** Int32 words one semaphore takes. */
+export const SEMAPHORE_WORDS = 2;
+
+/** Semaphores addressed by index, shared across isolates. */
+export class SemaphoreTable {
+  readonly buffer: SharedArrayBuffer;
+  readonly capacity: number;
+  #w: Int32Array;
+
+  constructor(capacity: number, buffer?: SharedArrayBuffer) {
+    this.capacity = capacity;
+    this.buffer = buffer ?? new SharedArrayBuffer(capacity * SEMAPHORE_WORDS * 4);
+    this.#w = new Int32Array(this.buffer);
+  }
+
+  /** Empties semaphore `index` and sets its maximum. */
+  init(index: number, slotsMax: number): void {
+    Atomics.store(this.#w, index * SEMAPHORE_WORDS + IN_USE, 0);
+    this.setMax(index, slotsMax);
+  }
+
+  /** Changes the maximum in place; holders keep their slots. */
+  setMax(index: number, slotsMax: number): void {
+    if (!Number.isInteger(slotsMax) || slotsMax < 0) {
+      throw new RangeError("slotsMax must be a non-negative integer");
+    }
+    Atomics.store(this.#w, index * SEMAPHORE_WORDS + MAX, slotsMax);
+  }
+
+  /**
+   * Takes one slot if one is free. Returns the slots in use including this one
+   * (≥ 1), or -1 when all are held. Never waits.
+   */
+  tryAcquire(index: number): number {
+    const w = this.#w;
+    const at = index * SEMAPHORE_WORDS;
+    const max = Atomics.load(w, at + MAX);
+    for (;;) {
+      const used = Atomics.load(w, at + IN_USE);
+      if (used >= max) return -1;
+      if (Atomics.compareExchange(w, at + IN_USE, used, used + 1) === used) return used + 1;
+    }
+  }
+
+  /** Gives one slot back. Callers own exactly-once; see `lease.ts`. */
+  release(index: number): void {
+    const left = Atomics.sub(this.#w, index * SEMAPHORE_WORDS + IN_USE, 1) - 1;
+    if (left < 0) {
+      Atomics.add(this.#w, index * SEMAPHORE_WORDS + IN_USE, 1);
+      throw new Error(`semaphore ${index} released more often than acquired`);
+    }
+  }
+
+  /** Slots held now. */
+  inUse(index: number): number {
+    return Atomics.load(this.#w, index * SEMAPHORE_WORDS + IN_USE);
+  }
+
+  /** The maximum now. */
+  max(index: number): number {
+    return Atomics.load(this.#w, index * SEMAPHORE_WORDS + MAX);
+  }
+}

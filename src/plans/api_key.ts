@@ -1,0 +1,51 @@
+/**
+ * @module
+ * API keys: generated with the Web Crypto RNG, stored only as SHA-256 hashes,
+ * compared in constant time. Hashing is synchronous (`node:crypto`) so that
+ * authentication adds no promise to the request path.
+ */
+
+import { createHash, timingSafeEqual } from "node:crypto";
+
+const KEY_FORMAT = /^[A-Za-z0-9_-]{16,256}$/;
+const HASH_PREFIX = "sha256:";
+
+/** Whether `key` has the shape of an API key (16–256 of `[A-Za-z0-9_-]`). */
+export function isWellFormedApiKey(key: string): boolean {
+  return KEY_FORMAT.test(key);
+}
+
+/** A new API key: `sk_` and 32 random bytes, base64url. */
+export function generateApiKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  return `sk_${base64Url(bytes)}`;
+}
+
+/** A new webhook signing secret in the Standard Webhooks form `whsec_<base64>`. */
+export function generateWebhookSecret(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(24));
+  return `whsec_${btoa(String.fromCharCode(...bytes))}`;
+}
+
+/** A random id with a prefix, e.g. `key_3f9a…`. */
+export function generateId(prefix: string): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(6));
+  return `${prefix}_${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+/** The stored form of `key`: `sha256:<64 hex>`. */
+export function hashApiKey(key: string): string {
+  return HASH_PREFIX + createHash("sha256").update(key).digest("hex");
+}
+
+/** Compares two stored hashes in constant time (for equal lengths). */
+export function hashesEqual(a: string, b: string): boolean {
+  const left = new TextEncoder().encode(a);
+  const right = new TextEncoder().encode(b);
+  return left.length === right.length && timingSafeEqual(left, right);
+}
+
+function base64Url(bytes: Uint8Array): string {
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_")
+    .replaceAll("=", "");
+}
