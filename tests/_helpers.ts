@@ -1,0 +1,80 @@
+/**
+ * Shared test fixtures: a fake clock, a config built from a small plans
+ * document with known keys, and a real server on 127.0.0.1:0.
+ */
+
+import type { Clock } from "../src/limits/clock.ts";
+import { hashApiKey } from "../src/plans/api_key.ts";
+import type { PlansFile } from "../src/plans/schema.ts";
+import { buildSnapshot, ConfigStore } from "../src/plans/snapshot.ts";
+
+/** A clock that moves only when told. */
+export class FakeClock implements Clock {
+  #nowMs: number;
+  constructor(startMs = 1_800_000_000_000) {
+    this.#nowMs = startMs;
+  }
+  nowMs(): number {
+    return this.#nowMs;
+  }
+  advance(ms: number): void {
+    this.#nowMs += ms;
+  }
+  set(ms: number): void {
+    this.#nowMs = ms;
+  }
+}
+
+/** A deterministic test key for `name` (well-formed, 16+ chars). */
+export function testKey(name: string): string {
+  return `sk_test_${name}_0123456789abcdef`;
+}
+
+/**
+ * A ConfigStore with the given plans and one account per entry of
+ * `accounts` (account id → plan name), each with the key `testKey(id)`.
+ */
+export function makeConfig(
+  plans: PlansFile["plans"],
+  accounts: Record<string, string>,
+  now = new Date(1_800_000_000_000),
+): ConfigStore {
+  const document = plansDocument(plans, accounts);
+  const built = buildSnapshot(document, now);
+  if (!built.ok) throw new Error(`bad test config: ${JSON.stringify(built.errors)}`);
+  return new ConfigStore(built.snapshot);
+}
+
+/** The plans document `makeConfig` builds. */
+export function plansDocument(
+  plans: PlansFile["plans"],
+  accounts: Record<string, string>,
+): PlansFile {
+  const written: NonNullable<PlansFile["accounts"]> = {};
+  for (const [id, plan] of Object.entries(accounts)) {
+    written[id] = {
+      plan,
+      keys: [{ id: `key_${id}`, hash: hashApiKey(testKey(id)), createdAt: "2026-01-01T00:00:00Z" }],
+    };
+  }
+  return { plans, accounts: written };
+}
+
+/** A real HTTP server on 127.0.0.1 with a random port. */
+export interface TestServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Serves `handler` on 127.0.0.1:0 until `close()`. */
+export function serveOnLoopback(
+  handler: (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Response | Promise<Response>,
+): TestServer {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, handler);
+  return {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    close: async () => {
+      await server.shutdown();
+    },
+  };
+}
