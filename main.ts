@@ -23,6 +23,9 @@ import {
 } from "./src/plans/plans_file.ts";
 import type { PlansFile } from "./src/plans/schema.ts";
 import { ConfigStore } from "./src/plans/snapshot.ts";
+import { PlansWatcher } from "./src/plans/plans_watcher.ts";
+import { PlansWriter } from "./src/plans/plans_writer.ts";
+import { generateApiKey } from "./src/plans/api_key.ts";
 import type { Forwarder } from "./src/upstream/forwarder.ts";
 import { HttpProxy } from "./src/upstream/proxy.ts";
 import { Simulator } from "./src/upstream/simulator.ts";
@@ -51,6 +54,22 @@ async function serve(options: ServeOptions): Promise<void> {
     Deno.exit(1);
   }
   const config = new ConfigStore(loaded.snapshot);
+  const watcher = new PlansWatcher(options.plans, {
+    config,
+    clock: realClock,
+    onReload: (outcome, source) => {
+      if (outcome.result === "applied") {
+        console.log(`sluice: plans reloaded from ${source} (version ${outcome.version})`);
+      } else if (outcome.result === "invalid") {
+        console.error(`sluice: plans file rejected, last good config stays live:`);
+        for (const e of outcome.errors) console.error(`  ${e.path}: ${e.message}`);
+      }
+    },
+  });
+  watcher.markLive(await Deno.readTextFile(options.plans));
+  await watcher.start();
+  const writer = new PlansWriter(options.plans, { config, clock: realClock, watcher });
+  const adminToken = options.adminToken ?? generateApiKey().replace(/^sk_/, "adm_");
   const limiter = new Limiter({
     windowCapacity: options.windowCapacity,
     leaseMs: options.upstreamTimeoutMs + options.leaseMarginMs,
@@ -76,6 +95,7 @@ async function serve(options: ServeOptions): Promise<void> {
     maxBodyBytes: options.maxBodyBytes,
     shadow: options.shadow,
     authFailuresPerMinute: options.authFailuresPerMinute,
+    admin: { token: adminToken, writer, watcher, startedAtMs: startedAt.getTime() },
     onUnexpectedError: (error, requestId) =>
       console.error(`[${requestId}] unexpected error`, error),
   });
@@ -97,6 +117,13 @@ async function serve(options: ServeOptions): Promise<void> {
           options.upstream ?? "built-in simulator"
         })`,
       );
+      if (options.adminToken === undefined) {
+        console.log(
+          `Admin token (generated for this run; set --admin-token or SLUICE_ADMIN_TOKEN to fix one):`,
+        );
+        console.log(`  ${adminToken}`);
+        console.log(`  curl ${base}/admin/status -H "Authorization: Bearer ${adminToken}"`);
+      }
       if (ensured.created) {
         console.log(`\nCreated ${options.plans} with the standard plans and a demo account.`);
         console.log(`Demo API key (shown once, only its hash is stored):\n  ${ensured.apiKey}\n`);
@@ -118,6 +145,7 @@ async function serve(options: ServeOptions): Promise<void> {
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, options.shutdownTimeoutMs));
     await Promise.race([server.shutdown(), deadline]);
     clearInterval(housekeeping);
+    await watcher.stop();
     Deno.exit(0);
   }
   Deno.addSignalListener("SIGTERM", () => void shutdown("SIGTERM"));

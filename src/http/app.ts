@@ -20,6 +20,8 @@ import type { GatewayEnv } from "./context.ts";
 import { errorResponse, HttpError, toHttpError } from "./errors.ts";
 import { rateLimit } from "./rate_limit.ts";
 import { requestContext } from "./request_context.ts";
+import { type AdminOptions, adminRoutes } from "./admin.ts";
+import { validationHook } from "./validation.ts";
 
 /** Whether the process should take traffic, and why not. */
 export interface Lifecycle {
@@ -37,6 +39,8 @@ export interface AppOptions {
   shadow?: boolean;
   /** Failed auth attempts allowed per client IP per minute. */
   authFailuresPerMinute?: number;
+  /** The admin API; absent in tests that do not need it. */
+  admin?: Omit<AdminOptions, "config" | "limiter" | "clock">;
   /** Called with unexpected errors (500s), for logging. */
   onUnexpectedError?: (error: unknown, requestId: string) => void;
 }
@@ -149,22 +153,10 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
     shadow = false,
     authFailuresPerMinute = 30,
     onUnexpectedError = () => {},
+    admin,
   } = options;
 
-  const app = new OpenAPIHono<GatewayEnv>({
-    defaultHook: (result) => {
-      if (!result.success) {
-        throw new HttpError(400, "VALIDATION_ERROR", "request validation failed", {
-          details: {
-            fields: result.error.issues.map((issue) => ({
-              path: issue.path.map(String).join("."),
-              message: issue.message,
-            })),
-          },
-        });
-      }
-    },
-  });
+  const app = new OpenAPIHono<GatewayEnv>({ defaultHook: validationHook });
 
   app.onError((error, c) => {
     const httpError = toHttpError(error);
@@ -206,6 +198,8 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
     };
     return c.json({ status: "ready" as const, details }, 200);
   });
+
+  if (admin !== undefined) app.route("/admin", adminRoutes({ ...admin, config, limiter, clock }));
 
   app.use("/v1/*", apiKeyAuth({ config, limiter, failuresPerWindow: authFailuresPerMinute }));
   app.use("/v1/*", rateLimit({ limiter, shadow }));
@@ -261,6 +255,10 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
   });
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
+    type: "http",
+    scheme: "bearer",
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "adminToken", {
     type: "http",
     scheme: "bearer",
   });

@@ -6,13 +6,15 @@
  * errors in exactly the same shape.
  */
 
+import { HTTPException } from "hono/http-exception";
+
 /** The error codes of SPEC §3. */
 export type ErrorCode =
   | "VALIDATION_ERROR"
   | "MISSING_API_KEY"
   | "INVALID_API_KEY_FORMAT"
   | "INVALID_OR_EXPIRED_API_KEY"
-  | "UNAUTHORIZED"
+  | "CONFLICT"
   | "RESOURCE_NOT_FOUND"
   | "METHOD_NOT_ALLOWED"
   | "RESOURCE_ALREADY_EXISTS"
@@ -77,6 +79,15 @@ export function errorBody(error: HttpError, now: Date): ErrorBody {
 /** Maps anything thrown to an {@linkcode HttpError}; unknown errors become a 500. */
 export function toHttpError(error: unknown): HttpError {
   if (error instanceof HttpError) return error;
+  if (error instanceof HTTPException && error.status < 500) {
+    // Raised inside hono itself, e.g. a malformed JSON body in a validator.
+    return new HttpError(
+      error.status,
+      error.status === 413 ? "PAYLOAD_TOO_LARGE" : "VALIDATION_ERROR",
+      error.message || "bad request",
+      { cause: error },
+    );
+  }
   return new HttpError(500, "INTERNAL_SERVER_ERROR", "internal error", { cause: error });
 }
 

@@ -11,7 +11,7 @@ import type { PlansFile } from "./schema.ts";
 /** A document change that may fail with a message for the user. */
 export type EditResult<T> =
   | ({ ok: true; document: PlansFile } & T)
-  | { ok: false; status: 404 | 409; message: string };
+  | { ok: false; status: 400 | 404 | 409; message: string };
 
 /** Adds a new key to `accountId`; returns the key in plaintext, once. */
 export function createKey(
