@@ -29,6 +29,11 @@ import { generateApiKey } from "./src/plans/api_key.ts";
 import type { Forwarder } from "./src/upstream/forwarder.ts";
 import { HttpProxy } from "./src/upstream/proxy.ts";
 import { Simulator } from "./src/upstream/simulator.ts";
+import { Dispatcher } from "./src/tasks/dispatcher.ts";
+import { DEFAULT_TASK_TYPES } from "./src/tasks/task.ts";
+import { TaskJournal } from "./src/tasks/task_journal.ts";
+import { TaskService } from "./src/tasks/task_service.ts";
+import { TaskStore } from "./src/tasks/task_store.ts";
 
 const USAGE = `sluice — rate and concurrency gateway
 
@@ -85,6 +90,23 @@ async function serve(options: ServeOptions): Promise<void> {
       timeoutMs: options.upstreamTimeoutMs,
       maxBodyBytes: options.maxBodyBytes,
     });
+  const store = new TaskStore();
+  const { journal, tasks: restored } = await TaskJournal.open(options.dataDir, {
+    liveTasks: () => store.all(),
+  });
+  for (const task of restored) store.add(task);
+  const dispatcher = new Dispatcher({
+    store,
+    journal,
+    limiter,
+    config,
+    forwarder,
+    clock: realClock,
+    taskPaths: DEFAULT_TASK_TYPES,
+    attemptTimeoutMs: options.upstreamTimeoutMs,
+    onError: (error) => console.error("sluice: task dispatch error", error),
+  });
+  const taskService = new TaskService({ store, journal, dispatcher, clock: realClock });
   const lifecycle: { draining: boolean } & Lifecycle = { draining: false };
   const app = createApp({
     config,
@@ -95,6 +117,7 @@ async function serve(options: ServeOptions): Promise<void> {
     maxBodyBytes: options.maxBodyBytes,
     shadow: options.shadow,
     authFailuresPerMinute: options.authFailuresPerMinute,
+    tasks: { service: taskService, taskTypes: Object.keys(DEFAULT_TASK_TYPES) },
     admin: { token: adminToken, writer, watcher, startedAtMs: startedAt.getTime() },
     onUnexpectedError: (error, requestId) =>
       console.error(`[${requestId}] unexpected error`, error),
@@ -105,6 +128,7 @@ async function serve(options: ServeOptions): Promise<void> {
     const reclaimed = limiter.leases.reclaimOverdue(nowMs);
     if (reclaimed > 0) console.error(`sluice: reclaimed ${reclaimed} overdue slot lease(s)`);
     limiter.reclaimIdle(nowMs, new Set(config.current.accounts.keys()));
+    taskService.expire(options.taskTtlMs).catch((e) => console.error("sluice: task expiry", e));
   }, 1000);
 
   const server = Deno.serve({
@@ -124,6 +148,9 @@ async function serve(options: ServeOptions): Promise<void> {
         console.log(`  ${adminToken}`);
         console.log(`  curl ${base}/admin/status -H "Authorization: Bearer ${adminToken}"`);
       }
+      if (restored.length > 0) {
+        console.log(`Restored ${restored.length} task(s) from ${journal.path}.`);
+      }
       if (ensured.created) {
         console.log(`\nCreated ${options.plans} with the standard plans and a demo account.`);
         console.log(`Demo API key (shown once, only its hash is stored):\n  ${ensured.apiKey}\n`);
@@ -136,6 +163,7 @@ async function serve(options: ServeOptions): Promise<void> {
     },
   }, app.fetch);
 
+  dispatcher.kickAll();
   let stopping = false;
   async function shutdown(signal: string): Promise<void> {
     if (stopping) return;
@@ -145,6 +173,8 @@ async function serve(options: ServeOptions): Promise<void> {
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, options.shutdownTimeoutMs));
     await Promise.race([server.shutdown(), deadline]);
     clearInterval(housekeeping);
+    await dispatcher.stop(1000);
+    await journal.close();
     await watcher.stop();
     Deno.exit(0);
   }

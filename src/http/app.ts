@@ -22,6 +22,9 @@ import { rateLimit } from "./rate_limit.ts";
 import { requestContext } from "./request_context.ts";
 import { type AdminOptions, adminRoutes } from "./admin.ts";
 import { validationHook } from "./validation.ts";
+import { asyncRoutes } from "./async_routes.ts";
+import type { TaskService } from "../tasks/task_service.ts";
+import { bodyLimit } from "hono/body-limit";
 
 /** Whether the process should take traffic, and why not. */
 export interface Lifecycle {
@@ -39,6 +42,8 @@ export interface AppOptions {
   shadow?: boolean;
   /** Failed auth attempts allowed per client IP per minute. */
   authFailuresPerMinute?: number;
+  /** The async task API; absent in tests that do not need it. */
+  tasks?: { service: TaskService; taskTypes: readonly string[] };
   /** The admin API; absent in tests that do not need it. */
   admin?: Omit<AdminOptions, "config" | "limiter" | "clock">;
   /** Called with unexpected errors (500s), for logging. */
@@ -76,6 +81,7 @@ const LimitsSchema = z.object({
     windowMs: z.number().int(),
   }),
   concurrency: z.object({ used: z.number().int(), max: z.number().int() }),
+  queue: z.object({ queued: z.number().int(), limit: z.number().int() }),
 }).openapi("Limits");
 
 const errorResponses = {
@@ -154,6 +160,7 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
     authFailuresPerMinute = 30,
     onUnexpectedError = () => {},
     admin,
+    tasks,
   } = options;
 
   const app = new OpenAPIHono<GatewayEnv>({ defaultHook: validationHook });
@@ -209,6 +216,21 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
     await next();
   });
   app.use("/v1/monitor/*", concurrencyLimit({ limiter, shadow }));
+  app.use(
+    "/v1/async/*",
+    bodyLimit({
+      maxSize: maxBodyBytes,
+      onError: () => {
+        throw payloadTooLarge(maxBodyBytes);
+      },
+    }),
+  );
+  if (tasks !== undefined) {
+    app.route(
+      "/v1/async",
+      asyncRoutes({ tasks: tasks.service, limiter, taskTypes: tasks.taskTypes }),
+    );
+  }
 
   app.openapi(limitsRoute, (c) => {
     const account = c.get("account");
@@ -231,6 +253,10 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
         windowMs: rate.windowMs,
       },
       concurrency: { used: limiter.slotsInUse(account.id), max: plan.concurrency },
+      queue: {
+        queued: tasks?.service.status(account).queuedTasks ?? 0,
+        limit: plan.queueLimit,
+      },
     }, 200);
   });
 

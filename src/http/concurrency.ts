@@ -27,7 +27,7 @@ export function concurrencyLimit(options: ConcurrencyLimitOptions): MiddlewareHa
     const account = c.get("account");
     const limit = account.plan.concurrency;
     const index = limiter.semaphoreIndex(account.id, limit);
-    const lease = limiter.leases.tryAcquire(index, c.get("nowMs"));
+    const lease = limiter.leases.tryAcquire(index, c.get("nowMs"), account.id);
     const current = lease?.inUseAtAcquire ?? limiter.semaphores.inUse(index);
     const slot: SlotInfo = {
       limit,

@@ -14,14 +14,24 @@ export type ReleaseReason = "done" | "aborted" | "error" | "reclaimed";
 /** One held concurrency slot. */
 export class Lease {
   readonly index: number;
-  readonly deadlineMs: number;
+  /** When the reclaimer may take the slot back (pushed on by {@linkcode renew}). */
+  deadlineMs: number;
   /** Slots in use right after this one was taken (for `X-Concurrent-Current`). */
   readonly inUseAtAcquire: number;
+  /** Who holds it (an account id), for listeners. */
+  readonly owner: string;
   #registry: LeaseRegistry;
   #releasedAs: ReleaseReason | undefined;
 
-  constructor(registry: LeaseRegistry, index: number, inUseAtAcquire: number, deadlineMs: number) {
+  constructor(
+    registry: LeaseRegistry,
+    index: number,
+    inUseAtAcquire: number,
+    deadlineMs: number,
+    owner: string,
+  ) {
     this.#registry = registry;
+    this.owner = owner;
     this.index = index;
     this.inUseAtAcquire = inUseAtAcquire;
     this.deadlineMs = deadlineMs;
@@ -30,6 +40,11 @@ export class Lease {
   /** How the slot was given back, or `undefined` while it is held. */
   get releasedAs(): ReleaseReason | undefined {
     return this.#releasedAs;
+  }
+
+  /** Moves the deadline to `deadlineMs` (a long-running holder proving it is alive). */
+  renew(deadlineMs: number): void {
+    this.deadlineMs = Math.max(this.deadlineMs, deadlineMs);
   }
 
   /** Gives the slot back; true the first time, false on every later call. */
@@ -64,17 +79,21 @@ export class LeaseRegistry {
   #leaseMs: number;
   #held = new Set<Lease>();
   #stats: LeaseStats = { acquired: 0, released: 0, reclaimed: 0 };
+  #listeners = new Set<(lease: Lease) => void>();
 
   constructor(semaphores: SemaphoreTable, options: LeaseRegistryOptions) {
     this.#semaphores = semaphores;
     this.#leaseMs = options.leaseMs;
   }
 
-  /** Takes a slot of semaphore `index` at `nowMs`, or `undefined` if none is free. */
-  tryAcquire(index: number, nowMs: number): Lease | undefined {
+  /**
+   * Takes a slot of semaphore `index` at `nowMs` for `owner`, or `undefined`
+   * if none is free.
+   */
+  tryAcquire(index: number, nowMs: number, owner = ""): Lease | undefined {
     const inUse = this.#semaphores.tryAcquire(index);
     if (inUse < 0) return undefined;
-    const lease = new Lease(this, index, inUse, nowMs + this.#leaseMs);
+    const lease = new Lease(this, index, inUse, nowMs + this.#leaseMs, owner);
     this.#held.add(lease);
     this.#stats.acquired++;
     return lease;
@@ -86,6 +105,13 @@ export class LeaseRegistry {
     this.#semaphores.release(lease.index);
     if (lease.releasedAs === "reclaimed") this.#stats.reclaimed++;
     else this.#stats.released++;
+    for (const listener of this.#listeners) listener(lease);
+  }
+
+  /** Calls `listener` after every release (a slot just became free). */
+  onRelease(listener: (lease: Lease) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   /** Releases every lease past its deadline at `nowMs`; returns how many. */
@@ -95,6 +121,11 @@ export class LeaseRegistry {
       if (lease.deadlineMs <= nowMs && lease.release("reclaimed")) count++;
     }
     return count;
+  }
+
+  /** How long a fresh lease lasts. */
+  get leaseMs(): number {
+    return this.#leaseMs;
   }
 
   /** Leases held by this isolate. */

@@ -14,6 +14,14 @@
  * over-counts by at most 1/63 of a window, which is why an even pace at 97% of
  * the limit is never rejected. The sum of the archived buckets is cached per
  * bucket, so an admission is O(1); advancing to a new bucket is O(ring).
+ *
+ * Bucket tags are only 12 bits, so they repeat. After a long silence the
+ * current word's tag can alias a recent one, so each entry also keeps the time
+ * of its latest admission; once that is a whole window old, every count it
+ * holds has left the window and the entry starts afresh at the current bucket.
+ * And a ring slot's tag repeats every 64 × 4095 buckets, so whenever the
+ * current word moves on, the slots of the buckets it skipped are cleared of
+ * counts that merely carry their tag.
  */
 
 /** Buckets a window is divided into; the ring holds one more (the current one). */
@@ -35,6 +43,7 @@ const OLDER_SUM = 1; // tag | sum of archived buckets inside the window, for tha
 const LIMIT = 2; // requests per window
 const WINDOW_MS = 3; // window length, ms
 const LAST_SEEN_S = 4; // seconds since table epoch of the last admission (for reclaim)
+const LAST_MS = 5; // ms of the latest admission as an int32 (wraps), to tell a long silence apart
 const RING_COUNT = 8; // RING words: tag | count of each archived bucket
 const RING_LAST = RING_COUNT + RING; // RING words: tag | last admission offset in bucket
 /** Int32 words one entry takes. */
@@ -43,6 +52,13 @@ export const ENTRY_WORDS = RING_LAST + RING;
 export const ENTRY_BYTES = ENTRY_WORDS * 4;
 
 const EMPTY_TAG = TAG_MASK; // never equals a live tag after `tagOf` (see below)
+const EMPTY_WORD = EMPTY_TAG << VALUE_BITS;
+
+// Isolates' clocks may disagree by this much: a LAST_MS up to this far ahead is kept.
+const CLOCK_SKEW_MS = 60_000;
+// LAST_MS differences are exact below 2^31 ms (24.8 days); a silence this long
+// by LAST_SEEN_S is longer than any window, whatever LAST_MS says.
+const LONG_SILENCE_S = 1_000_000;
 
 /** The outcome of one admission attempt. Denial is a value, not an exception. */
 export interface WindowDecision {
@@ -148,9 +164,10 @@ export class WindowTable {
       const used = this.#used(base, cur, bucket, nowMs, windowMs);
       if (used < 0) continue;
       if (used >= limit) return -1;
+      // Before the CAS: whoever sees this admission in CURRENT also sees its time.
+      this.#noteAdmissionTime(base, nowMs);
       if (Atomics.compareExchange(w, base + CURRENT, cur, cur + 1) === cur) {
         this.#noteLast(base, bucket, Math.max(0, nowMs - bucketStartMs(bucket, windowMs)));
-        Atomics.store(w, base + LAST_SEEN_S, (nowMs / 1000) | 0);
         return limit - used - 1;
       }
     }
@@ -196,10 +213,13 @@ export class WindowTable {
       const count = b === curBucket ? cur & VALUE_MASK : this.#archived(base, b);
       if (count === 0) continue;
       const lastWord = Atomics.load(w, base + RING_LAST + (b & RING_MASK));
-      const lastMs = tagPart(lastWord) === tagOf(b)
+      const lastKnown = tagPart(lastWord) === tagOf(b);
+      const lastMs = lastKnown
         ? bucketStartMs(b, windowMs) + (lastWord & VALUE_MASK)
         : bucketStartMs(b + 1, windowMs) - 1;
       const leavesAtMs = lastMs + windowMs;
+      // Already out of the window, so `used` above did not count it (see #used).
+      if (lastKnown && leavesAtMs <= nowMs) continue;
       excess -= count;
       if (excess <= 0) return Math.max(1, leavesAtMs - nowMs);
     }
@@ -219,11 +239,20 @@ export class WindowTable {
       Atomics.compareExchange(this.#w, base + CURRENT, cur, next);
       return -1;
     }
+    // After a whole window without admissions the tag may have wrapped (even to
+    // this very bucket's tag), so the lag below would be a guess; but then
+    // nothing counted is in the window, so start afresh at this bucket.
+    if (this.#silentForWindow(base, nowMs, windowMs)) {
+      const fresh = pack(tagOf(nowBucket), 0);
+      return this.#startAfresh(base, cur, nowBucket) && cur === fresh ? nowBucket : -1;
+    }
     const behind = lag(nowBucket, tag);
     if (behind === 0) return nowBucket;
     // A clock read a moment earlier than another isolate's: use their bucket.
     if (behind > TAG_MASK / 2) return nowBucket + (TAG_MASK - behind);
     const oldBucket = nowBucket - behind;
+    const skippedTo = Math.min(nowBucket - 1, oldBucket + RING - 1);
+    if (!this.#clearAliases(base, cur, oldBucket + 1, skippedTo)) return -1;
     // Archive before moving on, so whoever sees the new bucket sees the final count.
     this.#archive(base, oldBucket, cur & VALUE_MASK);
     Atomics.compareExchange(this.#w, base + CURRENT, cur, pack(tagOf(nowBucket), 0));
@@ -279,6 +308,66 @@ export class WindowTable {
     for (let b = bucket - BUCKETS_PER_WINDOW; b < bucket; b++) sum += this.#archived(base, b);
     Atomics.store(this.#w, base + OLDER_SUM, pack(tagOf(bucket), Math.min(sum, VALUE_MASK)));
     return sum;
+  }
+
+  /**
+   * Whether entry `base` admitted nothing in the last `windowMs`. Reads the
+   * times after the caller read CURRENT, and admissions write them before
+   * their CAS on CURRENT, so an admission the caller saw is never missed.
+   */
+  #silentForWindow(base: number, nowMs: number, windowMs: number): boolean {
+    const w = this.#w;
+    // int32 wrap-around difference: negative when another isolate's clock is ahead.
+    const sinceMs = ((nowMs | 0) - Atomics.load(w, base + LAST_MS)) | 0;
+    if (sinceMs >= windowMs) return true;
+    return ((nowMs / 1000) | 0) - Atomics.load(w, base + LAST_SEEN_S) >= LONG_SILENCE_S;
+  }
+
+  /**
+   * Empties a silent entry: clears counts that alias the ring's buckets before
+   * `nowBucket`, drops the cached sum, then moves CURRENT from `cur` to
+   * `nowBucket` with no count. False if CURRENT changed under us.
+   */
+  #startAfresh(base: number, cur: number, nowBucket: number): boolean {
+    if (!this.#clearAliases(base, cur, nowBucket - RING, nowBucket - 1)) return false;
+    Atomics.store(this.#w, base + OLDER_SUM, EMPTY_WORD);
+    const fresh = pack(tagOf(nowBucket), 0);
+    return Atomics.compareExchange(this.#w, base + CURRENT, cur, fresh) === cur;
+  }
+
+  /**
+   * Clears the archived counts that carry the tag of a bucket in
+   * `fromBucket..toBucket` (at most one ring). The current word never held
+   * those buckets, so such a count is left from a whole ring × tag period ago.
+   * Each is cleared by CAS from the value read while CURRENT still held `cur`,
+   * so a count archived after another isolate moved on is never lost. False
+   * if CURRENT changed under us.
+   */
+  #clearAliases(base: number, cur: number, fromBucket: number, toBucket: number): boolean {
+    const w = this.#w;
+    for (let b = fromBucket; b <= toBucket; b++) {
+      const at = base + RING_COUNT + (b & RING_MASK);
+      const old = Atomics.load(w, at);
+      if (tagPart(old) !== tagOf(b)) continue;
+      if (Atomics.load(w, base + CURRENT) !== cur) return false;
+      Atomics.compareExchange(w, at, old, EMPTY_WORD);
+    }
+    return true;
+  }
+
+  /** Records an admission at `nowMs`, keeping a slightly later time another isolate wrote. */
+  #noteAdmissionTime(base: number, nowMs: number): void {
+    const w = this.#w;
+    const nowS = (nowMs / 1000) | 0;
+    if (Atomics.load(w, base + LAST_SEEN_S) !== nowS) Atomics.store(w, base + LAST_SEEN_S, nowS);
+    const at = base + LAST_MS;
+    const next = nowMs | 0;
+    for (;;) {
+      const old = Atomics.load(w, at);
+      const aheadMs = (old - next) | 0;
+      if (aheadMs >= 0 && aheadMs < CLOCK_SKEW_MS) return;
+      if (Atomics.compareExchange(w, at, old, next) === old) return;
+    }
   }
 
   #noteLast(base: number, bucket: number, offsetMs: number): void {
