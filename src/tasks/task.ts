@@ -56,6 +56,7 @@ export interface Task {
 }
 
 /** The body of `POST /v1/async/task` (and each item of a batch). */
+// deno-lint-ignore explicit-module-boundary-types -- the zod type is the contract; spelling it out would duplicate it
 export function taskInputSchema(taskTypes: readonly string[]) {
   const [first, ...rest] = taskTypes;
   return z.strictObject({
@@ -70,8 +71,24 @@ export function taskInputSchema(taskTypes: readonly string[]) {
 /** A parsed task submission. */
 export type TaskInput = z.output<ReturnType<typeof taskInputSchema>>;
 
+/** The summary fields of SPEC §5. */
+export type TaskSummary = Pick<
+  Task,
+  "id" | "taskType" | "status" | "priority" | "createdAt" | "latencyMs" | "idempotencyKey"
+>;
+
+/** The full client view of a task. */
+export interface TaskView extends TaskSummary {
+  startedAt: string | null;
+  finishedAt: string | null;
+  attempts: number;
+  result?: unknown;
+  error?: { code: string; message: string };
+  webhook: Pick<WebhookState, "url" | "delivered" | "deliveredAt" | "attempts"> | null;
+}
+
 /** The summary returned on submit (SPEC §5 summary fields). */
-export function taskSummary(task: Task) {
+export function taskSummary(task: Task): TaskSummary {
   return {
     id: task.id,
     taskType: task.taskType,
@@ -84,7 +101,7 @@ export function taskSummary(task: Task) {
 }
 
 /** The full representation: summary, timing, outcome and webhook state. */
-export function taskView(task: Task) {
+export function taskView(task: Task): TaskView {
   return {
     ...taskSummary(task),
     startedAt: task.startedAt,

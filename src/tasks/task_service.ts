@@ -10,7 +10,7 @@
 import type { Clock } from "../limits/clock.ts";
 import type { Account } from "../plans/snapshot.ts";
 import type { Dispatcher } from "./dispatcher.ts";
-import { type Task, type TaskInput } from "./task.ts";
+import type { Task, TaskInput } from "./task.ts";
 import type { TaskJournal } from "./task_journal.ts";
 import type { TaskStore } from "./task_store.ts";
 
