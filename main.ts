@@ -34,6 +34,9 @@ import { DEFAULT_TASK_TYPES } from "./src/tasks/task.ts";
 import { TaskJournal } from "./src/tasks/task_journal.ts";
 import { TaskService } from "./src/tasks/task_service.ts";
 import { TaskStore } from "./src/tasks/task_store.ts";
+import { resumeWebhooks } from "./src/tasks/resume.ts";
+import { WebhookSender } from "./src/tasks/webhook_sender.ts";
+import { checkWebhookUrlSyntax } from "./src/tasks/ssrf_guard.ts";
 
 const USAGE = `sluice — rate and concurrency gateway
 
@@ -95,7 +98,18 @@ async function serve(options: ServeOptions): Promise<void> {
     liveTasks: () => store.all(),
   });
   for (const task of restored) store.add(task);
+  const webhooks = new WebhookSender({
+    clock: realClock,
+    allowPrivate: options.allowPrivateWebhooks,
+    onUpdate: (taskId, state) => {
+      const task = store.get(taskId);
+      if (task === undefined) return;
+      task.webhook = state;
+      journal.put(task).catch((e) => console.error("sluice: journal write failed", e));
+    },
+  });
   const dispatcher = new Dispatcher({
+    webhooks,
     store,
     journal,
     limiter,
@@ -106,7 +120,15 @@ async function serve(options: ServeOptions): Promise<void> {
     attemptTimeoutMs: options.upstreamTimeoutMs,
     onError: (error) => console.error("sluice: task dispatch error", error),
   });
-  const taskService = new TaskService({ store, journal, dispatcher, clock: realClock });
+  const taskService = new TaskService({
+    store,
+    journal,
+    dispatcher,
+    clock: realClock,
+    checkWebhookUrl: (url) =>
+      checkWebhookUrlSyntax(url, { allowPrivate: options.allowPrivateWebhooks }),
+  });
+  resumeWebhooks(store.all(), webhooks, config.current);
   const lifecycle: { draining: boolean } & Lifecycle = { draining: false };
   const app = createApp({
     config,
@@ -174,6 +196,7 @@ async function serve(options: ServeOptions): Promise<void> {
     await Promise.race([server.shutdown(), deadline]);
     clearInterval(housekeeping);
     await dispatcher.stop(1000);
+    await webhooks.stop();
     await journal.close();
     await watcher.stop();
     Deno.exit(0);

@@ -67,7 +67,7 @@ export async function webhookHeaders(
   return headers;
 }
 
-/** The HMAC key bytes of a secret: base64 after an optional `whsec_` prefix, as the libraries read it. */
+/** The HMAC key: base64 after an optional `whsec_` prefix, as the libraries read it. */
 function decodeSecret(secret: string): Uint8Array<ArrayBuffer> {
   const encoded = secret.startsWith(SECRET_PREFIX) ? secret.slice(SECRET_PREFIX.length) : secret;
   let binary: string;
