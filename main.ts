@@ -34,6 +34,9 @@ import { DEFAULT_TASK_TYPES } from "./src/tasks/task.ts";
 import { TaskJournal } from "./src/tasks/task_journal.ts";
 import { TaskService } from "./src/tasks/task_service.ts";
 import { TaskStore } from "./src/tasks/task_store.ts";
+import { RequestLog } from "./src/observe/request_log.ts";
+import { TrafficStats } from "./src/observe/traffic_stats.ts";
+import { createGatewayMetrics } from "./src/observe/gateway_metrics.ts";
 import { resumeWebhooks } from "./src/tasks/resume.ts";
 import { WebhookSender } from "./src/tasks/webhook_sender.ts";
 import { checkWebhookUrlSyntax } from "./src/tasks/ssrf_guard.ts";
@@ -102,6 +105,9 @@ async function serve(options: ServeOptions): Promise<void> {
     clock: realClock,
     allowPrivate: options.allowPrivateWebhooks,
     onUpdate: (taskId, state) => {
+      metrics.webhookDeliveries.inc({
+        outcome: state.delivered ? "delivered" : state.failed === true ? "failed" : "retrying",
+      });
       const task = store.get(taskId);
       if (task === undefined) return;
       task.webhook = state;
@@ -129,6 +135,15 @@ async function serve(options: ServeOptions): Promise<void> {
       checkWebhookUrlSyntax(url, { allowPrivate: options.allowPrivateWebhooks }),
   });
   resumeWebhooks(store.all(), webhooks, config.current);
+  const requestLog = new RequestLog({ dir: `${options.dataDir}/logs` });
+  const stats = new TrafficStats();
+  const metrics = createGatewayMetrics({
+    limiter,
+    config,
+    queueDepth: (id) => store.queuedCount(id),
+    reloads: () => watcher.counts,
+    log: requestLog,
+  });
   const lifecycle: { draining: boolean } & Lifecycle = { draining: false };
   const app = createApp({
     config,
@@ -139,6 +154,7 @@ async function serve(options: ServeOptions): Promise<void> {
     maxBodyBytes: options.maxBodyBytes,
     shadow: options.shadow,
     authFailuresPerMinute: options.authFailuresPerMinute,
+    observe: { log: requestLog, metrics, stats },
     tasks: { service: taskService, taskTypes: Object.keys(DEFAULT_TASK_TYPES) },
     admin: { token: adminToken, writer, watcher, startedAtMs: startedAt.getTime() },
     onUnexpectedError: (error, requestId) =>
@@ -151,7 +167,11 @@ async function serve(options: ServeOptions): Promise<void> {
     if (reclaimed > 0) console.error(`sluice: reclaimed ${reclaimed} overdue slot lease(s)`);
     limiter.reclaimIdle(nowMs, new Set(config.current.accounts.keys()));
     taskService.expire(options.taskTtlMs).catch((e) => console.error("sluice: task expiry", e));
+    stats.prune(nowMs);
   }, 1000);
+  const logWriter = setInterval(() => {
+    requestLog.drain().catch((e) => console.error("sluice: request log write failed", e));
+  }, 250);
 
   const server = Deno.serve({
     port: options.port,
@@ -195,6 +215,8 @@ async function serve(options: ServeOptions): Promise<void> {
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, options.shutdownTimeoutMs));
     await Promise.race([server.shutdown(), deadline]);
     clearInterval(housekeeping);
+    clearInterval(logWriter);
+    await requestLog.drain();
     await dispatcher.stop(1000);
     await webhooks.stop();
     await journal.close();

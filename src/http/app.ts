@@ -25,6 +25,10 @@ import { validationHook } from "./validation.ts";
 import { asyncRoutes } from "./async_routes.ts";
 import type { TaskService } from "../tasks/task_service.ts";
 import { bodyLimit } from "hono/body-limit";
+import type { GatewayMetrics } from "../observe/gateway_metrics.ts";
+import type { RequestLog } from "../observe/request_log.ts";
+import type { TrafficStats } from "../observe/traffic_stats.ts";
+import { observeRequests } from "./observe.ts";
 
 /** Whether the process should take traffic, and why not. */
 export interface Lifecycle {
@@ -42,6 +46,8 @@ export interface AppOptions {
   shadow?: boolean;
   /** Failed auth attempts allowed per client IP per minute. */
   authFailuresPerMinute?: number;
+  /** Request log, metrics and dashboard counters; absent in tests that do not need them. */
+  observe?: { log?: RequestLog; metrics?: GatewayMetrics; stats?: TrafficStats };
   /** The async task API; absent in tests that do not need it. */
   tasks?: { service: TaskService; taskTypes: readonly string[] };
   /** The admin API; absent in tests that do not need it. */
@@ -161,6 +167,7 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
     onUnexpectedError = () => {},
     admin,
     tasks,
+    observe,
   } = options;
 
   const app = new OpenAPIHono<GatewayEnv>({ defaultHook: validationHook });
@@ -180,6 +187,7 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
   });
 
   app.use("*", requestContext({ clock }));
+  app.use("*", observeRequests({ clock, ...observe }));
   app.use("*", async function drainGate(c, next) {
     if (lifecycle.draining && c.req.path !== "/healthz") {
       throw new HttpError(503, "SERVICE_UNAVAILABLE", "the gateway is shutting down", {
@@ -188,6 +196,14 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
     }
     await next();
   });
+
+  const metrics = observe?.metrics;
+  if (metrics !== undefined) {
+    app.get("/metrics", (c) =>
+      c.body(metrics.registry.render(), 200, {
+        "content-type": "text/plain; version=0.0.4; charset=utf-8",
+      }));
+  }
 
   app.openapi(healthRoute, (c) => c.json({ status: "ok" as const }, 200));
   app.openapi(readyRoute, (c) => {

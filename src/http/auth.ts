@@ -36,6 +36,7 @@ export function apiKeyAuth(options: ApiKeyAuthOptions): MiddlewareHandler<Gatewa
     const nowMs = c.get("nowMs");
     const ipKey = `auth-fail:${c.env?.remoteAddr?.hostname ?? "unknown"}`;
     if (limiter.used(ipKey, nowMs) >= failuresPerWindow) {
+      c.set("decision", "auth");
       const retryAfterSeconds = Math.max(1, Math.ceil(limiter.msUntilFree(ipKey, nowMs) / 1000));
       throw new HttpError(429, "RATE_LIMIT_EXCEEDED", "too many failed authentication attempts", {
         details: { limit: failuresPerWindow, scope: "ip" },

@@ -36,8 +36,10 @@ export function concurrencyLimit(options: ConcurrencyLimitOptions): MiddlewareHa
       shadowed: lease === undefined && (shadow || account.plan.shadow),
     };
     c.set("slot", slot);
+    if (slot.shadowed) c.set("decision", "shadow");
     const headers = slotHeaders(slot);
     if (lease === undefined && !slot.shadowed) {
+      c.set("decision", "concurrency");
       throw new HttpError(429, "CONCURRENCY_LIMIT_EXCEEDED", "all concurrency slots are in use", {
         details: { limit, current },
         headers,

@@ -6,6 +6,7 @@
  */
 
 import type { Lease } from "../limits/lease.ts";
+import type { LimitDecision } from "../observe/request_log.ts";
 import type { Account, KeyOwner } from "../plans/snapshot.ts";
 
 /** The rate decision made for this request. */
@@ -37,5 +38,7 @@ export interface GatewayEnv {
     account: Account;
     rate: RateInfo;
     slot: SlotInfo;
+    /** How the limits treated this request, for the log (unset: admitted). */
+    decision: LimitDecision;
   };
 }

@@ -56,7 +56,9 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<GatewayE
       shadowed,
     };
     c.set("rate", rate);
+    if (shadowed) c.set("decision", "shadow");
     if (remaining < 0 && !shadowed) {
+      c.set("decision", "rate");
       const retryAfterSeconds = Math.max(
         1,
         Math.ceil(limiter.msUntilFree(bucketKey, nowMs) / 1000),

@@ -53,12 +53,18 @@ export class SemaphoreTable {
     }
   }
 
-  /** Gives one slot back. Callers own exactly-once; see `lease.ts`. */
+  /**
+   * Gives one slot back. Callers own exactly-once; see `lease.ts`. A release
+   * with no slot held throws, and the count never dips below 0 even for a
+   * moment: another isolate could take that for a free slot.
+   */
   release(index: number): void {
-    const left = Atomics.sub(this.#w, index * SEMAPHORE_WORDS + IN_USE, 1) - 1;
-    if (left < 0) {
-      Atomics.add(this.#w, index * SEMAPHORE_WORDS + IN_USE, 1);
-      throw new Error(`semaphore ${index} released more often than acquired`);
+    const w = this.#w;
+    const at = index * SEMAPHORE_WORDS + IN_USE;
+    for (;;) {
+      const used = Atomics.load(w, at);
+      if (used <= 0) throw new Error(`semaphore ${index} released more often than acquired`);
+      if (Atomics.compareExchange(w, at, used, used - 1) === used) return;
     }
   }
 

@@ -17,11 +17,13 @@
  *
  * Bucket tags are only 12 bits, so they repeat. After a long silence the
  * current word's tag can alias a recent one, so each entry also keeps the time
- * of its latest admission; once that is a whole window old, every count it
- * holds has left the window and the entry starts afresh at the current bucket.
+ * of its latest admission; once that is {@linkcode SILENT_WINDOWS} windows old
+ * (long after every count it holds has left the window, short of the 2048
+ * buckets where lags turn ambiguous), the entry starts afresh at the current
+ * bucket.
  * And a ring slot's tag repeats every 64 × 4095 buckets, so whenever the
- * current word moves on, the slots of the buckets it skipped are cleared of
- * counts that merely carry their tag.
+ * current word moves to a bucket, the slots of that bucket and of those it
+ * skipped are cleared of counts that merely carry their tag.
  */
 
 /** Buckets a window is divided into; the ring holds one more (the current one). */
@@ -56,6 +58,13 @@ const EMPTY_WORD = EMPTY_TAG << VALUE_BITS;
 
 // Isolates' clocks may disagree by this much: a LAST_MS up to this far ahead is kept.
 const CLOCK_SKEW_MS = 60_000;
+/**
+ * Windows without an admission after which an entry starts afresh. Not 1: a
+ * caller whose clock read lags another isolate's still needs the counts of its
+ * own, slightly earlier window. 16 windows is 1008 buckets, well short of the
+ * 2048 where a 12-bit tag lag becomes ambiguous.
+ */
+const SILENT_WINDOWS = 16;
 // LAST_MS differences are exact below 2^31 ms (24.8 days); a silence this long
 // by LAST_SEEN_S is longer than any window, whatever LAST_MS says.
 const LONG_SILENCE_S = 1_000_000;
@@ -239,10 +248,10 @@ export class WindowTable {
       Atomics.compareExchange(this.#w, base + CURRENT, cur, next);
       return -1;
     }
-    // After a whole window without admissions the tag may have wrapped (even to
-    // this very bucket's tag), so the lag below would be a guess; but then
-    // nothing counted is in the window, so start afresh at this bucket.
-    if (this.#silentForWindow(base, nowMs, windowMs)) {
+    // After a long silence the tag may have wrapped (even to this very bucket's
+    // tag), so the lag below would be a guess; but then nothing counted is in
+    // the window, so start afresh at this bucket.
+    if (this.#silent(base, nowMs, windowMs)) {
       const fresh = pack(tagOf(nowBucket), 0);
       return this.#startAfresh(base, cur, nowBucket) && cur === fresh ? nowBucket : -1;
     }
@@ -251,8 +260,8 @@ export class WindowTable {
     // A clock read a moment earlier than another isolate's: use their bucket.
     if (behind > TAG_MASK / 2) return nowBucket + (TAG_MASK - behind);
     const oldBucket = nowBucket - behind;
-    const skippedTo = Math.min(nowBucket - 1, oldBucket + RING - 1);
-    if (!this.#clearAliases(base, cur, oldBucket + 1, skippedTo)) return -1;
+    const skippedFrom = Math.max(oldBucket + 1, nowBucket - BUCKETS_PER_WINDOW);
+    if (!this.#clearAliases(base, cur, skippedFrom, nowBucket)) return -1;
     // Archive before moving on, so whoever sees the new bucket sees the final count.
     this.#archive(base, oldBucket, cur & VALUE_MASK);
     Atomics.compareExchange(this.#w, base + CURRENT, cur, pack(tagOf(nowBucket), 0));
@@ -311,25 +320,27 @@ export class WindowTable {
   }
 
   /**
-   * Whether entry `base` admitted nothing in the last `windowMs`. Reads the
-   * times after the caller read CURRENT, and admissions write them before
-   * their CAS on CURRENT, so an admission the caller saw is never missed.
+   * Whether entry `base` admitted nothing in the last {@linkcode SILENT_WINDOWS}
+   * windows. Reads the times after the caller read CURRENT, and admissions
+   * write them before their CAS on CURRENT, so an admission the caller saw is
+   * never missed.
    */
-  #silentForWindow(base: number, nowMs: number, windowMs: number): boolean {
+  #silent(base: number, nowMs: number, windowMs: number): boolean {
     const w = this.#w;
     // int32 wrap-around difference: negative when another isolate's clock is ahead.
     const sinceMs = ((nowMs | 0) - Atomics.load(w, base + LAST_MS)) | 0;
-    if (sinceMs >= windowMs) return true;
+    if (sinceMs >= SILENT_WINDOWS * windowMs) return true;
     return ((nowMs / 1000) | 0) - Atomics.load(w, base + LAST_SEEN_S) >= LONG_SILENCE_S;
   }
 
   /**
-   * Empties a silent entry: clears counts that alias the ring's buckets before
+   * Empties a silent entry: clears counts that alias the window ending at
    * `nowBucket`, drops the cached sum, then moves CURRENT from `cur` to
    * `nowBucket` with no count. False if CURRENT changed under us.
    */
   #startAfresh(base: number, cur: number, nowBucket: number): boolean {
-    if (!this.#clearAliases(base, cur, nowBucket - RING, nowBucket - 1)) return false;
+    const fromBucket = nowBucket - BUCKETS_PER_WINDOW;
+    if (!this.#clearAliases(base, cur, fromBucket, nowBucket)) return false;
     Atomics.store(this.#w, base + OLDER_SUM, EMPTY_WORD);
     const fresh = pack(tagOf(nowBucket), 0);
     return Atomics.compareExchange(this.#w, base + CURRENT, cur, fresh) === cur;
@@ -337,8 +348,8 @@ export class WindowTable {
 
   /**
    * Clears the archived counts that carry the tag of a bucket in
-   * `fromBucket..toBucket` (at most one ring). The current word never held
-   * those buckets, so such a count is left from a whole ring × tag period ago.
+   * `fromBucket..toBucket` (at most one ring). The current word has not left
+   * those buckets yet, so such a count is from a whole ring × tag period ago.
    * Each is cleared by CAS from the value read while CURRENT still held `cur`,
    * so a count archived after another isolate moved on is never lost. False
    * if CURRENT changed under us.
