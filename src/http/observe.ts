@@ -69,7 +69,7 @@ export function observeRequests(options: ObserveOptions): MiddlewareHandler<Gate
     }
     if (account !== undefined) stats?.record(account.id, decision, nowMs);
     log?.push({
-      time: new Date(nowMs).toISOString(),
+      timeMs: nowMs,
       requestId: c.get("requestId"),
       accountId: account?.id ?? null,
       keyId: c.get("keyOwner")?.keyId ?? null,

@@ -8,6 +8,13 @@
 
 type Labels = Readonly<Record<string, string>>;
 
+/** A cheap series key: label values joined (label names are fixed per call site). */
+function seriesKey(labels: Labels): string {
+  let key = "";
+  for (const name in labels) key += `${name}\u0000${labels[name]}\u0001`;
+  return key;
+}
+
 function escapeLabel(value: string): string {
   return value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
 }
@@ -46,7 +53,7 @@ export class Counter implements Family {
 
   /** Adds `by` to the series for `labels`. */
   inc(labels: Labels = {}, by = 1): void {
-    const key = JSON.stringify(labels);
+    const key = seriesKey(labels);
     const series = this.#values.get(key);
     if (series === undefined) this.#values.set(key, { labels, value: by });
     else series.value += by;
@@ -54,7 +61,7 @@ export class Counter implements Family {
 
   /** The current value for `labels` (0 if never incremented). */
   get(labels: Labels = {}): number {
-    return this.#values.get(JSON.stringify(labels))?.value ?? 0;
+    return this.#values.get(seriesKey(labels))?.value ?? 0;
   }
 
   render(): string[] {
@@ -80,7 +87,7 @@ export class Histogram implements Family {
 
   /** Records one observation. */
   observe(value: number, labels: Labels = {}): void {
-    const key = JSON.stringify(labels);
+    const key = seriesKey(labels);
     let series = this.#series.get(key);
     if (series === undefined) {
       series = { labels, counts: new Array(this.buckets.length).fill(0), sum: 0, count: 0 };

@@ -12,7 +12,8 @@ export type LimitDecision = "admitted" | "rate" | "concurrency" | "shadow" | "au
 
 /** One line of the request log. */
 export interface RequestRecord {
-  time: string;
+  /** Epoch ms; written out as ISO-8601 `time`. */
+  timeMs: number;
   requestId: string;
   accountId: string | null;
   keyId: string | null;
@@ -135,7 +136,7 @@ export class RequestLog {
       await Deno.mkdir(dir, { recursive: true });
       this.#fileBytes = await Deno.stat(path).then((s) => s.size, () => 0);
     }
-    const bytes = new TextEncoder().encode(batch.map((r) => JSON.stringify(r)).join("\n") + "\n");
+    const bytes = new TextEncoder().encode(batch.map(recordLine).join("\n") + "\n");
     if (this.#fileBytes > 0 && this.#fileBytes + bytes.length > this.#maxFileBytes) {
       await this.#rotate(path);
     }
@@ -152,4 +153,14 @@ export class RequestLog {
     await Deno.remove(`${path}.${this.#keepFiles + 1}`).catch(() => {});
     this.#fileBytes = 0;
   }
+}
+
+/** One record as a JSON line, with `time` as ISO-8601. */
+export function recordLine(r: RequestRecord): string {
+  return `{"time":"${new Date(r.timeMs).toISOString()}","requestId":${
+    JSON.stringify(r.requestId)
+  },` +
+    `"accountId":${JSON.stringify(r.accountId)},"keyId":${JSON.stringify(r.keyId)},` +
+    `"method":${JSON.stringify(r.method)},"path":${JSON.stringify(r.path)},"status":${r.status},` +
+    `"latencyMs":${r.latencyMs},"decision":"${r.decision}"}`;
 }

@@ -8,7 +8,7 @@ import { FakeClock, makeConfig, testKey } from "../_helpers.ts";
 
 function record(n: number): RequestRecord {
   return {
-    time: new Date(n).toISOString(),
+    timeMs: n,
     requestId: `r${n}`,
     accountId: "a",
     keyId: "k",
@@ -60,7 +60,9 @@ Deno.test("RequestLog writes JSON lines and rotates by size, keeping N files", a
 
 Deno.test("a log flooded faster than it drains drops records, counts them in /metrics, and requests still answer", async () => {
   const clock = new FakeClock();
-  const config = makeConfig({ p: { concurrency: 5, rateLimit: { requests: 100_000 } } }, { acme: "p" });
+  const config = makeConfig({ p: { concurrency: 5, rateLimit: { requests: 100_000 } } }, {
+    acme: "p",
+  });
   const limiter = new Limiter({ epochMs: clock.nowMs() - 1000 });
   const log = new RequestLog({ capacity: 16 });
   const metrics = createGatewayMetrics({ limiter, config, log });
