@@ -48,7 +48,8 @@ export class PlansWatcher {
   #pollMs: number;
   #onReload: (outcome: ReloadOutcome, source: string) => void;
   #liveHash: string | undefined;
-  #rejectedHash: string | undefined;
+  /** The last rejected content and why, so asking again gives the same answer. */
+  #rejected: { hash: string; errors: FieldError[] } | undefined;
   #lastStat = "";
   #debounce: ReturnType<typeof setTimeout> | undefined;
   #poll: ReturnType<typeof setInterval> | undefined;
@@ -75,7 +76,7 @@ export class PlansWatcher {
   /** Records `text` as the live content, so a watch event for it is a no-op. */
   markLive(text: string): void {
     this.#liveHash = contentHash(text);
-    this.#rejectedHash = undefined;
+    this.#rejected = undefined;
   }
 
   /** Starts watching; safe to call once. */
@@ -149,19 +150,24 @@ export class PlansWatcher {
       text = await Deno.readTextFile(this.path);
     } catch (error) {
       const message = error instanceof Deno.errors.NotFound ? "file not found" : String(error);
-      return this.#rejected("missing", [{ path: "(file)", message }], source);
+      return this.#reject("missing", [{ path: "(file)", message }], source);
     }
     const hash = contentHash(text);
     if (hash === this.#liveHash && !this.#config.lastReload.ok) {
       // The file went back to the live content: the earlier error no longer stands.
       this.#config.replace(this.#config.current, source);
-      return { result: "unchanged" };
+      const outcome: ReloadOutcome = { result: "applied", version: this.#config.current.version };
+      this.#onReload(outcome, source);
+      return outcome;
     }
-    if (hash === this.#liveHash || hash === this.#rejectedHash) return { result: "unchanged" };
+    if (hash === this.#liveHash) return { result: "unchanged" };
+    // Already rejected and reported once: still invalid (an admin reload must
+    // say so), but not logged or counted again.
+    if (hash === this.#rejected?.hash) return { result: "invalid", errors: this.#rejected.errors };
     const built = parsePlansText(text, new Date(this.#clock.nowMs()));
-    if (!built.ok) return this.#rejected(hash, built.errors, source);
+    if (!built.ok) return this.#reject(hash, built.errors, source);
     this.#liveHash = hash;
-    this.#rejectedHash = undefined;
+    this.#rejected = undefined;
     this.#config.replace(built.snapshot, source);
     this.#counts.applied++;
     const outcome: ReloadOutcome = { result: "applied", version: built.snapshot.version };
@@ -169,8 +175,8 @@ export class PlansWatcher {
     return outcome;
   }
 
-  #rejected(hash: string, errors: FieldError[], source: string): ReloadOutcome {
-    this.#rejectedHash = hash;
+  #reject(hash: string, errors: FieldError[], source: string): ReloadOutcome {
+    this.#rejected = { hash, errors };
     this.#config.reject(errors, new Date(this.#clock.nowMs()), source);
     this.#counts.invalid++;
     const outcome: ReloadOutcome = { result: "invalid", errors };

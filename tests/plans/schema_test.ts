@@ -43,7 +43,10 @@ Deno.test("the SPEC §6.1 example file validates", () => {
 });
 
 Deno.test("an account naming an unknown plan is an error at accounts.<id>.plan", () => {
-  const errors = errorsOf({ plans: { free: { concurrency: 1 } }, accounts: { acme: { plan: "gold" } } });
+  const errors = errorsOf({
+    plans: { free: { concurrency: 1 } },
+    accounts: { acme: { plan: "gold" } },
+  });
   assert.deepEqual(errors, ['accounts.acme.plan: unknown plan "gold"']);
 });
 
@@ -56,8 +59,14 @@ Deno.test("duplicate key ids and hashes are errors naming the key's path", () =>
       b: { plan: "free", keys: [key("k9", goodHash)] },
     },
   });
-  assert.ok(errors.some((e) => e.startsWith('accounts.a.keys.1.id: duplicate key id "k1"')), errors.join());
-  assert.ok(errors.some((e) => e.startsWith("accounts.b.keys.0.hash: duplicate key hash")), errors.join());
+  assert.ok(
+    errors.some((e) => e.startsWith('accounts.a.keys.1.id: duplicate key id "k1"')),
+    errors.join(),
+  );
+  assert.ok(
+    errors.some((e) => e.startsWith("accounts.b.keys.0.hash: duplicate key hash")),
+    errors.join(),
+  );
 });
 
 Deno.test("non-positive limits are errors naming their path", () => {
@@ -81,7 +90,9 @@ Deno.test("non-positive limits are errors naming their path", () => {
 Deno.test("unknown fields, bad scopes and malformed hashes are rejected, not ignored", () => {
   const errors = errorsOf({
     plans: { a: { concurrency: 1, concurency: 2, rateLimit: { scope: "planet" } } },
-    accounts: { x: { plan: "a", keys: [{ id: "k", hash: "md5:abc", createdAt: "2026-01-01T00:00:00Z" }] } },
+    accounts: {
+      x: { plan: "a", keys: [{ id: "k", hash: "md5:abc", createdAt: "2026-01-01T00:00:00Z" }] },
+    },
   });
   const paths = errors.map((e) => e.split(":")[0]);
   assert.ok(paths.includes("plans.a"), errors.join("\n"));
@@ -107,7 +118,12 @@ Deno.test("revoked keys are not live in the snapshot", () => {
           plan: "free",
           keys: [
             { id: "live", hash: goodHash, createdAt: "2026-01-01T00:00:00Z" },
-            { id: "old", hash: otherHash, createdAt: "2026-01-01T00:00:00Z", revokedAt: "2026-02-01T00:00:00Z" },
+            {
+              id: "old",
+              hash: otherHash,
+              createdAt: "2026-01-01T00:00:00Z",
+              revokedAt: "2026-02-01T00:00:00Z",
+            },
           ],
         },
       },
