@@ -18,6 +18,7 @@ import { createKey, type EditResult, revokeKey } from "./src/plans/key_admin.ts"
 import {
   ensurePlansFile,
   loadPlansFile,
+  parsePlansText,
   renderPlansFile,
   writeFileAtomic,
 } from "./src/plans/plans_file.ts";
@@ -37,6 +38,7 @@ import { TaskStore } from "./src/tasks/task_store.ts";
 import { RequestLog } from "./src/observe/request_log.ts";
 import { TrafficStats } from "./src/observe/traffic_stats.ts";
 import { createGatewayMetrics } from "./src/observe/gateway_metrics.ts";
+import { DashboardFeed } from "./src/observe/dashboard_feed.ts";
 import { resumeWebhooks } from "./src/tasks/resume.ts";
 import { WebhookSender } from "./src/tasks/webhook_sender.ts";
 import { checkWebhookUrlSyntax } from "./src/tasks/ssrf_guard.ts";
@@ -58,7 +60,8 @@ function envRecord(): Record<string, string | undefined> {
 async function serve(options: ServeOptions): Promise<void> {
   const startedAt = new Date(realClock.nowMs());
   const ensured = await ensurePlansFile(options.plans, startedAt);
-  const loaded = await loadPlansFile(options.plans, startedAt);
+  const plansText = await Deno.readTextFile(options.plans);
+  const loaded = parsePlansText(plansText, startedAt);
   if (!loaded.ok) {
     console.error(`sluice: ${options.plans} is not a valid plans file:`);
     for (const e of loaded.errors) console.error(`  ${e.path}: ${e.message}`);
@@ -77,7 +80,7 @@ async function serve(options: ServeOptions): Promise<void> {
       }
     },
   });
-  watcher.markLive(await Deno.readTextFile(options.plans));
+  watcher.markLive(plansText);
   await watcher.start();
   const writer = new PlansWriter(options.plans, { config, clock: realClock, watcher });
   const adminToken = options.adminToken ?? generateApiKey().replace(/^sk_/, "adm_");
@@ -144,6 +147,14 @@ async function serve(options: ServeOptions): Promise<void> {
     reloads: () => watcher.counts,
     log: requestLog,
   });
+  const feed = new DashboardFeed({
+    config,
+    limiter,
+    stats,
+    clock: realClock,
+    queueDepth: (id) => store.queuedCount(id),
+    log: requestLog,
+  });
   const lifecycle: { draining: boolean } & Lifecycle = { draining: false };
   const app = createApp({
     config,
@@ -157,6 +168,7 @@ async function serve(options: ServeOptions): Promise<void> {
     observe: { log: requestLog, metrics, stats },
     tasks: { service: taskService, taskTypes: Object.keys(DEFAULT_TASK_TYPES) },
     admin: { token: adminToken, writer, watcher, startedAtMs: startedAt.getTime() },
+    dashboard: { feed, token: adminToken },
     onUnexpectedError: (error, requestId) =>
       console.error(`[${requestId}] unexpected error`, error),
   });
@@ -211,6 +223,7 @@ async function serve(options: ServeOptions): Promise<void> {
     if (stopping) return;
     stopping = true;
     lifecycle.draining = true;
+    feed.close(); // open event streams would otherwise hold server.shutdown() to its deadline
     console.log(`sluice: ${signal}, draining (up to ${options.shutdownTimeoutMs} ms)`);
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, options.shutdownTimeoutMs));
     await Promise.race([server.shutdown(), deadline]);
@@ -223,9 +236,13 @@ async function serve(options: ServeOptions): Promise<void> {
     await watcher.stop();
     Deno.exit(0);
   }
-  Deno.addSignalListener("SIGTERM", () => void shutdown("SIGTERM"));
-  Deno.addSignalListener("SIGINT", () => void shutdown("SIGINT"));
+  let shuttingDown: Promise<void> | undefined;
+  Deno.addSignalListener("SIGTERM", () => void (shuttingDown ??= shutdown("SIGTERM")));
+  Deno.addSignalListener("SIGINT", () => void (shuttingDown ??= shutdown("SIGINT")));
   await server.finished;
+  // The server finishes as soon as the HTTP drain ends; returning now would exit
+  // before the dispatcher's grace, webhook stop and journal close have run.
+  await shuttingDown;
 }
 
 async function plansCheck(path: string | undefined): Promise<number> {

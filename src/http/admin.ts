@@ -1,8 +1,8 @@
 /**
  * @module
  * The admin API (SPEC §6.2): plans, accounts, keys, webhook secrets, reload
- * and status, behind `Authorization: Bearer <admin token>` compared in
- * constant time. Every write goes through the one {@linkcode PlansWriter}, so
+ * and status, behind `Authorization: Bearer <admin token>` (or the dashboard's
+ * cookie) compared in constant time. Every write goes through the one {@linkcode PlansWriter}, so
  * it is serialised, validated as a whole file, written atomically and live
  * for the next request. Handlers are thin: parse, call one edit, map it.
  */
@@ -11,6 +11,7 @@ import { timingSafeEqual } from "node:crypto";
 import { createHash } from "node:crypto";
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
+import { getCookie } from "hono/cookie";
 import type { Clock } from "../limits/clock.ts";
 import type { Limiter } from "../limits/limiter.ts";
 import { createKey, type EditResult, revokeKey } from "../plans/key_admin.ts";
@@ -50,11 +51,35 @@ export function tokenMatches(presented: string, token: string): boolean {
   return timingSafeEqual(digest(presented), digest(token));
 }
 
-/** Requires the admin token as a bearer token (or, for the dashboard, a cookie). */
+/** The cookie in which the dashboard keeps the admin token. */
+export const ADMIN_COOKIE = "sluice_admin";
+
+/**
+ * Requires the admin token as a bearer token or, for the dashboard, in the
+ * {@linkcode ADMIN_COOKIE} cookie. A browser sends the cookie by itself, so
+ * cookie-authenticated writes must also carry `x-sluice-dashboard: 1`, which
+ * another site's form cannot add and its script cannot send without a CORS
+ * preflight that this API never answers.
+ */
 export function adminAuth(options: { token: string }): MiddlewareHandler<GatewayEnv> {
   const { token } = options;
   return async function adminAuth(c, next) {
     const header = c.req.header("authorization");
+    const cookie = header === undefined ? getCookie(c, ADMIN_COOKIE) : undefined;
+    if (cookie !== undefined) {
+      if (!tokenMatches(cookie, token)) {
+        throw new HttpError(401, "INVALID_OR_EXPIRED_API_KEY", "wrong admin token; log in again");
+      }
+      const safe = c.req.method === "GET" || c.req.method === "HEAD";
+      if (!safe && c.req.header("x-sluice-dashboard") !== "1") {
+        throw new HttpError(
+          401,
+          "MISSING_API_KEY",
+          "writes authenticated by the dashboard cookie need the header x-sluice-dashboard: 1",
+        );
+      }
+      return await next();
+    }
     const match = header === undefined ? null : /^Bearer[ \t]+(\S+)\s*$/i.exec(header);
     if (match?.[1] === undefined) {
       throw new HttpError(

@@ -29,6 +29,8 @@ import type { GatewayMetrics } from "../observe/gateway_metrics.ts";
 import type { RequestLog } from "../observe/request_log.ts";
 import type { TrafficStats } from "../observe/traffic_stats.ts";
 import { observeRequests } from "./observe.ts";
+import type { DashboardFeed } from "../observe/dashboard_feed.ts";
+import { dashboardRoutes } from "./dashboard_routes.ts";
 
 /** Whether the process should take traffic, and why not. */
 export interface Lifecycle {
@@ -52,6 +54,8 @@ export interface AppOptions {
   tasks?: { service: TaskService; taskTypes: readonly string[] };
   /** The admin API; absent in tests that do not need it. */
   admin?: Omit<AdminOptions, "config" | "limiter" | "clock">;
+  /** The live dashboard at `/dashboard`; absent in tests that do not need it. */
+  dashboard?: { feed: DashboardFeed; token: string };
   /** Called with unexpected errors (500s), for logging. */
   onUnexpectedError?: (error: unknown, requestId: string) => void;
 }
@@ -168,6 +172,7 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
     admin,
     tasks,
     observe,
+    dashboard,
   } = options;
 
   const app = new OpenAPIHono<GatewayEnv>({ defaultHook: validationHook });
@@ -223,6 +228,7 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
   });
 
   if (admin !== undefined) app.route("/admin", adminRoutes({ ...admin, config, limiter, clock }));
+  if (dashboard !== undefined) app.route("/dashboard", dashboardRoutes(dashboard));
 
   app.use("/v1/*", apiKeyAuth({ config, limiter, failuresPerWindow: authFailuresPerMinute }));
   app.use("/v1/*", rateLimit({ limiter, shadow }));

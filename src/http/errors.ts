@@ -79,6 +79,13 @@ export function errorBody(error: HttpError, now: Date): ErrorBody {
 /** Maps anything thrown to an {@linkcode HttpError}; unknown errors become a 500. */
 export function toHttpError(error: unknown): HttpError {
   if (error instanceof HttpError) return error;
+  if (error instanceof HTTPException && error.status === 415) {
+    // @hono/zod-openapi's media-type gate: bad input like any other (SPEC §3), so 400.
+    return new HttpError(400, "VALIDATION_ERROR", "the request body must be application/json", {
+      details: { fields: [{ path: "content-type", message: "expected application/json" }] },
+      cause: error,
+    });
+  }
   if (error instanceof HTTPException && error.status < 500) {
     // Raised inside hono itself, e.g. a malformed JSON body in a validator.
     return new HttpError(

@@ -8,6 +8,7 @@
  * upstream is a 502, a slow one a 504.
  */
 
+import { ADMIN_COOKIE } from "../http/admin.ts";
 import { HttpError } from "../http/errors.ts";
 import { limitBody } from "./body_limit.ts";
 import type { ForwardContext, Forwarder } from "./forwarder.ts";
@@ -63,6 +64,7 @@ export class HttpProxy implements Forwarder {
     target.pathname = joinPath(this.#base.pathname, incoming.pathname);
     target.search = incoming.search;
     const headers = endToEndHeaders(request.headers, ["authorization", "host", "content-length"]);
+    stripCookie(headers, ADMIN_COOKIE);
     headers.set("x-account-id", context.accountId);
     headers.set("x-plan", context.planName);
     headers.set("x-request-id", context.requestId);
@@ -90,6 +92,16 @@ export class HttpProxy implements Forwarder {
       headers: endToEndHeaders(response.headers),
     });
   }
+}
+
+/** Removes cookie `name` (the dashboard's admin session) from what goes upstream. */
+export function stripCookie(headers: Headers, name: string): void {
+  const cookie = headers.get("cookie");
+  if (cookie === null) return;
+  const kept = cookie.split(";").map((part) => part.trim())
+    .filter((part) => part !== "" && !part.startsWith(`${name}=`));
+  if (kept.length === 0) headers.delete("cookie");
+  else headers.set("cookie", kept.join("; "));
 }
 
 function upstreamFailure(error: unknown, timeout: AbortSignal, timeoutMs: number): HttpError {
