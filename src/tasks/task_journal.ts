@@ -142,7 +142,12 @@ export class TaskJournal {
       } catch (error) {
         for (const p of batch) p.reject(error);
       }
-      await this.#compactIfDue();
+      try {
+        await this.#compactIfDue();
+      } catch {
+        // Compaction only saves space; until its rename the old file is whole,
+        // so keep appending rather than leave this loop (and every later write) stuck.
+      }
     }
     this.#flushing = undefined;
   }
