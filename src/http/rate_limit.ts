@@ -11,6 +11,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { Limiter } from "../limits/limiter.ts";
 import type { GatewayEnv, RateInfo, SlotInfo } from "./context.ts";
+import { slotHeaders } from "./concurrency.ts";
 import { HttpError } from "./errors.ts";
 
 /** Options for {@linkcode rateLimit}. */
@@ -63,10 +64,12 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<GatewayE
         1,
         Math.ceil(limiter.msUntilFree(bucketKey, nowMs) / 1000),
       );
+      const slot = slotView(c, limiter);
       throw new HttpError(429, "RATE_LIMIT_EXCEEDED", "request rate limit exceeded", {
         details: { limit: rate.limit, windowMs: rate.windowMs, retryAfterSeconds },
         headers: {
-          ...rateHeaders(rate, retryAfterSeconds, undefined),
+          ...rateHeaders(rate, retryAfterSeconds, slot),
+          ...(slot === undefined ? {} : slotHeaders(slot)),
           "retry-after": String(retryAfterSeconds),
           "x-ratelimit-reset": String(retryAfterSeconds),
         },
@@ -77,9 +80,26 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<GatewayE
       limiter.msUntilFree(bucketKey, nowMs, rate.remaining + 1) / 1000,
     );
     const headers = c.res.headers;
-    for (const [name, value] of Object.entries(rateHeaders(rate, resetSeconds, c.get("slot")))) {
+    const slot = c.get("slot") ?? slotView(c, limiter);
+    for (const [name, value] of Object.entries(rateHeaders(rate, resetSeconds, slot))) {
       headers.set(name, value);
     }
+    if (slot !== undefined && c.get("slot") === undefined) {
+      // Refused before the concurrency step (413, ...): still say where the slots stand.
+      for (const [name, value] of Object.entries(slotHeaders(slot))) headers.set(name, value);
+    }
+  };
+}
+
+/** On monitor routes, the account's slots as they are now (no slot taken). */
+function slotView(c: Context<GatewayEnv>, limiter: Limiter): SlotInfo | undefined {
+  if (!c.req.path.startsWith("/v1/monitor/")) return undefined;
+  const account = c.get("account");
+  return {
+    limit: account.plan.concurrency,
+    current: limiter.slotsInUse(account.id),
+    lease: undefined,
+    shadowed: false,
   };
 }
 

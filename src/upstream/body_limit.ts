@@ -14,6 +14,16 @@ export function payloadTooLarge(maxBytes: number): HttpError {
   });
 }
 
+/** Options for {@linkcode limitBody}. */
+export interface LimitBodyOptions {
+  /**
+   * Called with the 413 error when the body goes over the limit. A consumer
+   * such as `fetch` may report the stream's error as a plain copy, so this is
+   * how the caller learns that the failure was a 413.
+   */
+  onRefused?: (error: HttpError) => void;
+}
+
 /**
  * Returns `body` as a stream that errors with a 413 {@linkcode HttpError}
  * once more than `maxBytes` have passed.
@@ -21,14 +31,21 @@ export function payloadTooLarge(maxBytes: number): HttpError {
 export function limitBody(
   body: ReadableStream<Uint8Array>,
   maxBytes: number,
+  options: LimitBodyOptions = {},
 ): ReadableStream<Uint8Array> {
+  const { onRefused } = options;
   let seen = 0;
   return body.pipeThrough(
     new TransformStream<Uint8Array, Uint8Array>({
       transform(chunk, controller) {
         seen += chunk.byteLength;
-        if (seen > maxBytes) controller.error(payloadTooLarge(maxBytes));
-        else controller.enqueue(chunk);
+        if (seen > maxBytes) {
+          const error = payloadTooLarge(maxBytes);
+          onRefused?.(error);
+          controller.error(error);
+        } else {
+          controller.enqueue(chunk);
+        }
       },
     }),
   );

@@ -25,6 +25,9 @@ const HOP_BY_HOP = new Set([
   "upgrade",
 ]);
 
+/** Content codings Deno's `fetch` decodes transparently (it asks for `gzip,br`). */
+const FETCH_DECODES = new Set(["gzip", "br"]);
+
 /** Options for {@linkcode HttpProxy}. */
 export interface HttpProxyOptions {
   /** Bound on the whole upstream exchange, headers and body. */
@@ -74,22 +77,43 @@ export class HttpProxy implements Forwarder {
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     const signal = AbortSignal.any([context.signal, timeout]);
     const hasBody = request.body !== null && request.method !== "GET" && request.method !== "HEAD";
+    let refused: HttpError | undefined;
     let response: Response;
     try {
       response = await fetch(target, {
         method: request.method,
         headers,
-        body: hasBody && request.body !== null ? limitBody(request.body, this.#maxBodyBytes) : null,
+        body: hasBody && request.body !== null
+          ? limitBody(request.body, this.#maxBodyBytes, {
+            onRefused: (error) => {
+              refused = error;
+            },
+          })
+          : null,
         signal,
         redirect: "manual",
       });
     } catch (error) {
-      throw upstreamFailure(error, timeout, this.#timeoutMs);
+      // fetch reports the body stream's 413 as a plain error: use the original.
+      throw refused ?? upstreamFailure(error, timeout, this.#timeoutMs);
     }
-    return new Response(response.body, {
+    // Deno's fetch stops applying `signal` to the body once its Response object
+    // is unreachable (as it is once re-wrapped here), so bind the body to the
+    // timeout explicitly: a stalled body still ends at `timeoutMs`. (A client
+    // that goes away cancels this body, and so the upstream's.)
+    const body = response.body?.pipeThrough(new TransformStream(), { signal: timeout }) ?? null;
+    // fetch has already decoded gzip and br bodies: do not claim an encoding
+    // (or a compressed length) the bytes no longer have.
+    const decoded = FETCH_DECODES.has(
+      (response.headers.get("content-encoding") ?? "").trim().toLowerCase(),
+    );
+    return new Response(body, {
       status: response.status,
       statusText: response.statusText,
-      headers: endToEndHeaders(response.headers),
+      headers: endToEndHeaders(
+        response.headers,
+        decoded ? ["content-encoding", "content-length"] : [],
+      ),
     });
   }
 }
