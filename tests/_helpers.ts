@@ -68,7 +68,10 @@ export interface TestServer {
 
 /** Serves `handler` on 127.0.0.1:0 until `close()`. */
 export function serveOnLoopback(
-  handler: (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Response | Promise<Response>,
+  handler: (
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ) => Response | Promise<Response>,
 ): TestServer {
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, handler);
   return {

@@ -78,7 +78,10 @@ Deno.test({
       assert.match(scrape.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
       const text = await scrape.text();
       assert.match(text, /^sluice_rate_limited_total\{plan="one"\} 2$/m);
-      assert.match(text, /^sluice_requests_total\{route="\/v1\/monitor\/:provider",status="429"\} 2$/m);
+      assert.match(
+        text,
+        /^sluice_requests_total\{route="\/v1\/monitor\/:provider",status="429"\} 2$/m,
+      );
       assert.match(text, /^sluice_requests_total\{route="\/v1\/limits",status="401"\} 1$/m);
       assert.match(text, /^sluice_slots_in_use\{account="acme",plan="one"\} 0$/m);
       assert.match(text, /^sluice_plan_reloads_total\{result="invalid"\} 1$/m);
@@ -92,7 +95,8 @@ Deno.test({
       await writer.write(new TextEncoder().encode(text));
       await writer.close();
       const result = await check.output();
-      const output = new TextDecoder().decode(result.stdout) + new TextDecoder().decode(result.stderr);
+      const output = new TextDecoder().decode(result.stdout) +
+        new TextDecoder().decode(result.stderr);
       assert.equal(result.code, 0, `promtool check metrics failed:\n${output}`);
     } finally {
       await server.close();

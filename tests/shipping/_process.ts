@@ -16,7 +16,11 @@ export interface RunningProcess {
 }
 
 /** Starts `deno <args>` in `cwd`. */
-export function startDeno(args: string[], cwd: string, env: Record<string, string> = {}): RunningProcess {
+export function startDeno(
+  args: string[],
+  cwd: string,
+  env: Record<string, string> = {},
+): RunningProcess {
   const child = new Deno.Command(Deno.execPath(), {
     args,
     cwd,

@@ -66,7 +66,18 @@ Deno.test("the bundle runs from an unrelated directory and serves a monitor call
     }).output();
     assert.equal(bundle.code, 0, new TextDecoder().decode(bundle.stderr));
     await exerciseGateway(
-      ["run", "-A", `${out}/sluice.js`, "serve", "--port", "0", "--hostname", "127.0.0.1", "--sim-latency", "5-10"],
+      [
+        "run",
+        "-A",
+        `${out}/sluice.js`,
+        "serve",
+        "--port",
+        "0",
+        "--hostname",
+        "127.0.0.1",
+        "--sim-latency",
+        "5-10",
+      ],
       cwd,
     );
     const plans = JSON.parse(await Deno.readTextFile(`${cwd}/plans.json`));

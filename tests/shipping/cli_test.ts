@@ -33,7 +33,10 @@ Deno.test("`sluice plans check` exits 1 and names each bad field's JSON path", a
     assert.match(bad.stderr, /plans\.free\.concurrency: /);
     assert.match(bad.stderr, /accounts\.acme\.plan: unknown plan "gold"/);
 
-    await Deno.writeTextFile(`${dir}/good.json`, JSON.stringify({ plans: { free: { concurrency: 1 } } }));
+    await Deno.writeTextFile(
+      `${dir}/good.json`,
+      JSON.stringify({ plans: { free: { concurrency: 1 } } }),
+    );
     const good = await sluice(["plans", "check", "good.json"], dir);
     assert.equal(good.code, 0, good.stderr);
     assert.match(good.stdout, /good\.json: ok \(1 plans, 0 accounts/);
@@ -53,7 +56,10 @@ Deno.test("`sluice keys create` prints a key once and stores only its hash; revo
       `${dir}/plans.json`,
       JSON.stringify({ plans: { free: { concurrency: 1 } }, accounts: { acme: { plan: "free" } } }),
     );
-    const created = await sluice(["keys", "create", "--account", "acme", "--plans", "plans.json"], dir);
+    const created = await sluice(
+      ["keys", "create", "--account", "acme", "--plans", "plans.json"],
+      dir,
+    );
     assert.equal(created.code, 0, created.stderr);
     const key = /^(sk_[A-Za-z0-9_-]+)$/m.exec(created.stdout)?.[1];
     assert.ok(key, created.stdout);
@@ -65,14 +71,26 @@ Deno.test("`sluice keys create` prints a key once and stores only its hash; revo
     assert.equal(owner?.account.id, "acme");
 
     const revoked = await sluice(
-      ["keys", "revoke", "--account", "acme", "--key-id", owner?.keyId ?? "", "--plans", "plans.json"],
+      [
+        "keys",
+        "revoke",
+        "--account",
+        "acme",
+        "--key-id",
+        owner?.keyId ?? "",
+        "--plans",
+        "plans.json",
+      ],
       dir,
     );
     assert.equal(revoked.code, 0, revoked.stderr);
     const after = parsePlansText(await Deno.readTextFile(`${dir}/plans.json`), new Date());
     assert.ok(after.ok && !after.snapshot.keysByHash.has(hashApiKey(key)));
 
-    const unknown = await sluice(["keys", "create", "--account", "nobody", "--plans", "plans.json"], dir);
+    const unknown = await sluice(
+      ["keys", "create", "--account", "nobody", "--plans", "plans.json"],
+      dir,
+    );
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /no account "nobody"/);
   } finally {
