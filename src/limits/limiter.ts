@@ -28,6 +28,26 @@ export interface LimiterOptions {
   leaseMs?: number;
   /** Subtracted from every `nowMs`, so that table times stay small. */
   epochMs?: number;
+  /**
+   * Tables shared with another isolate (a data-plane worker). A limiter built
+   * on them never creates entries itself: it uses the assignment the owning
+   * isolate sends ({@linkcode Limiter.importAssignment}).
+   */
+  shared?: SharedTables;
+}
+
+/** The buffers behind a limiter, for handing to another isolate. */
+export interface SharedTables {
+  windows: SharedArrayBuffer;
+  windowCapacity: number;
+  semaphores: SharedArrayBuffer;
+  semaphoreCapacity: number;
+}
+
+/** Which entry each bucket and account uses, as sent to worker isolates. */
+export interface Assignment {
+  windows: [key: string, index: number, requests: number, windowMs: number][];
+  semaphores: [account: string, index: number][];
 }
 
 interface WindowEntry {
@@ -36,10 +56,10 @@ interface WindowEntry {
   windowMs: number;
 }
 
-/** Thrown when every entry is in use and none is idle enough to reclaim. */
+/** Thrown when no entry can be had: the table is full, or a worker was not assigned one. */
 export class CapacityError extends Error {
-  constructor(what: string) {
-    super(`${what} table is full`);
+  constructor(message: string) {
+    super(message);
     this.name = "CapacityError";
   }
 }
@@ -56,6 +76,7 @@ export class Limiter {
   #semaphoreByKey = new Map<string, number>();
   #nextSemaphore = 0;
   #freeSemaphores: number[] = [];
+  #assignedOnly: boolean;
 
   constructor(options: LimiterOptions = {}) {
     const {
@@ -63,9 +84,15 @@ export class Limiter {
       semaphoreCapacity = 131_072,
       leaseMs = 330_000,
       epochMs = 0,
+      shared,
     } = options;
-    this.windows = new WindowTable(windowCapacity);
-    this.semaphores = new SemaphoreTable(semaphoreCapacity);
+    this.#assignedOnly = shared !== undefined;
+    this.windows = shared === undefined
+      ? new WindowTable(windowCapacity)
+      : new WindowTable(shared.windowCapacity, shared.windows);
+    this.semaphores = shared === undefined
+      ? new SemaphoreTable(semaphoreCapacity)
+      : new SemaphoreTable(shared.semaphoreCapacity, shared.semaphores);
     this.leases = new LeaseRegistry(this.semaphores, { leaseMs });
     this.epochMs = epochMs;
   }
@@ -73,6 +100,48 @@ export class Limiter {
   /** Window entries in use. */
   get windowCount(): number {
     return this.#windowByKey.size;
+  }
+
+  /** The buffers, for a worker isolate to build its limiter on. */
+  sharedTables(): SharedTables {
+    return {
+      windows: this.windows.buffer,
+      windowCapacity: this.windows.capacity,
+      semaphores: this.semaphores.buffer,
+      semaphoreCapacity: this.semaphores.capacity,
+    };
+  }
+
+  /**
+   * Creates (or brings to shape) the entries for every bucket and account
+   * given, and returns the whole assignment for worker isolates. Run by the
+   * owning isolate on every config swap, before workers see the new config.
+   */
+  assign(
+    buckets: Iterable<[string, RateShape]>,
+    accounts: Iterable<[string, number]>,
+    nowMs: number,
+  ): Assignment {
+    const assignment: Assignment = { windows: [], semaphores: [] };
+    for (const [key, shape] of buckets) {
+      const index = this.windowIndex(key, shape, nowMs);
+      assignment.windows.push([key, index, shape.requests, shape.windowMs]);
+    }
+    for (const [account, slotsMax] of accounts) {
+      assignment.semaphores.push([account, this.semaphoreIndex(account, slotsMax)]);
+    }
+    return assignment;
+  }
+
+  /** Replaces this (worker) limiter's view of which entry is whose. */
+  importAssignment(assignment: Assignment): void {
+    this.#windowByKey = new Map(
+      assignment.windows.map(([key, index, requests, windowMs]) => [
+        key,
+        { index, requests, windowMs },
+      ]),
+    );
+    this.#semaphoreByKey = new Map(assignment.semaphores);
   }
 
   /**
@@ -87,13 +156,15 @@ export class Limiter {
   windowIndex(key: string, shape: RateShape, nowMs: number): number {
     const entry = this.#windowByKey.get(key);
     if (entry === undefined) {
+      if (this.#assignedOnly) throw new CapacityError(`no window assigned for "${key}"`);
       const index = this.#allocWindow(nowMs);
       this.windows.init(index, shape.requests, shape.windowMs);
       this.#windowByKey.set(key, { index, ...shape });
       return index;
     }
     if (entry.windowMs !== shape.windowMs) {
-      this.#reshape(entry, shape, nowMs);
+      // A worker leaves reshaping to the owner, which does it before the new config arrives.
+      if (!this.#assignedOnly) this.#reshape(entry, shape, nowMs);
     } else if (entry.requests !== shape.requests) {
       this.windows.setLimit(entry.index, shape.requests);
       entry.requests = shape.requests;
@@ -118,8 +189,9 @@ export class Limiter {
   semaphoreIndex(account: string, slotsMax: number): number {
     let index = this.#semaphoreByKey.get(account);
     if (index === undefined) {
+      if (this.#assignedOnly) throw new CapacityError(`no semaphore assigned for "${account}"`);
       index = this.#freeSemaphores.pop() ?? this.#nextSemaphore++;
-      if (index >= this.semaphores.capacity) throw new CapacityError("semaphore");
+      if (index >= this.semaphores.capacity) throw new CapacityError("semaphore table is full");
       this.semaphores.init(index, slotsMax);
       this.#semaphoreByKey.set(account, index);
     } else if (this.semaphores.max(index) !== slotsMax) {
@@ -139,10 +211,15 @@ export class Limiter {
    * have expired, so forgetting them changes no decision) and semaphores of
    * accounts that hold no slot and are not in `keepAccounts`.
    */
-  reclaimIdle(nowMs: number, keepAccounts?: ReadonlySet<string>): number {
+  reclaimIdle(
+    nowMs: number,
+    keepAccounts?: ReadonlySet<string>,
+    keepWindows?: ReadonlySet<string>,
+  ): number {
     let freed = 0;
     const tableNowS = (nowMs - this.epochMs) / 1000;
     for (const [key, entry] of this.#windowByKey) {
+      if (keepWindows?.has(key)) continue;
       const idleS = tableNowS - this.windows.lastSeenSeconds(entry.index);
       if (idleS * 1000 > entry.windowMs + 1000) {
         this.#windowByKey.delete(key);
@@ -167,7 +244,7 @@ export class Limiter {
     if (this.#nextWindow < this.windows.capacity) return this.#nextWindow++;
     this.reclaimIdle(nowMs);
     index = this.#freeWindows.pop();
-    if (index === undefined) throw new CapacityError("window");
+    if (index === undefined) throw new CapacityError("window table is full");
     return index;
   }
 

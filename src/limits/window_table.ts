@@ -17,7 +17,7 @@
  *
  * Bucket tags are only 12 bits, so they repeat. After a long silence the
  * current word's tag can alias a recent one, so each entry also keeps the time
- * of its latest admission; once that is {@linkcode SILENT_WINDOWS} windows old
+ * of its latest admission; once that is `SILENT_WINDOWS` (16) windows old
  * (long after every count it holds has left the window, short of the 2048
  * buckets where lags turn ambiguous), the entry starts afresh at the current
  * bucket.
@@ -330,7 +330,7 @@ export class WindowTable {
     // int32 wrap-around difference: negative when another isolate's clock is ahead.
     const sinceMs = ((nowMs | 0) - Atomics.load(w, base + LAST_MS)) | 0;
     if (sinceMs >= SILENT_WINDOWS * windowMs) return true;
-    return ((nowMs / 1000) | 0) - Atomics.load(w, base + LAST_SEEN_S) >= LONG_SILENCE_S;
+    return nowMs >= (Atomics.load(w, base + LAST_SEEN_S) + LONG_SILENCE_S) * 1000;
   }
 
   /**
@@ -369,10 +369,11 @@ export class WindowTable {
   /** Records an admission at `nowMs`, keeping a slightly later time another isolate wrote. */
   #noteAdmissionTime(base: number, nowMs: number): void {
     const w = this.#w;
-    const nowS = (nowMs / 1000) | 0;
-    if (Atomics.load(w, base + LAST_SEEN_S) !== nowS) Atomics.store(w, base + LAST_SEEN_S, nowS);
     const at = base + LAST_MS;
     const next = nowMs | 0;
+    if (Atomics.load(w, at) === next) return; // the hot path: another admission this ms
+    const nowS = (nowMs / 1000) | 0;
+    if (Atomics.load(w, base + LAST_SEEN_S) !== nowS) Atomics.store(w, base + LAST_SEEN_S, nowS);
     for (;;) {
       const old = Atomics.load(w, at);
       const aheadMs = (old - next) | 0;
