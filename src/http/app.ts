@@ -28,7 +28,7 @@ import { bodyLimit } from "hono/body-limit";
 import type { GatewayMetrics } from "../observe/gateway_metrics.ts";
 import type { RequestLog } from "../observe/request_log.ts";
 import type { TrafficStats } from "../observe/traffic_stats.ts";
-import { observeRequests } from "./observe.ts";
+import { observeRequests, type RequestSink } from "./observe.ts";
 import type { DashboardFeed } from "../observe/dashboard_feed.ts";
 import { dashboardRoutes } from "./dashboard_routes.ts";
 
@@ -49,7 +49,12 @@ export interface AppOptions {
   /** Failed auth attempts allowed per client IP per minute. */
   authFailuresPerMinute?: number;
   /** Request log, metrics and dashboard counters; absent in tests that do not need them. */
-  observe?: { log?: RequestLog; metrics?: GatewayMetrics; stats?: TrafficStats };
+  observe?: {
+    log?: RequestLog;
+    metrics?: GatewayMetrics;
+    stats?: TrafficStats;
+    sink?: RequestSink;
+  };
   /** The async task API; absent in tests that do not need it. */
   tasks?: { service: TaskService; taskTypes: readonly string[] };
   /** The admin API; absent in tests that do not need it. */

@@ -13,40 +13,37 @@ import type { Limiter } from "../limits/limiter.ts";
 import type { GatewayEnv, RateInfo, SlotInfo } from "./context.ts";
 import { slotHeaders } from "./concurrency.ts";
 import { HttpError } from "./errors.ts";
+import { endpointOf, rateBucketKey } from "../limits/bucket_keys.ts";
+import { DEFAULT_PROVIDERS } from "../upstream/simulator.ts";
 
 /** Options for {@linkcode rateLimit}. */
 export interface RateLimitOptions {
   limiter: Limiter;
   /** Global shadow mode: decide, report, never reject. */
   shadow?: boolean;
+  /** Known monitor providers (endpoint scope counts the rest as `monitor/other`). */
+  providers?: ReadonlySet<string>;
 }
 
 /** The rate bucket a request counts against, by the plan's scope. */
-export function rateBucketKey(c: Context<GatewayEnv>): string {
+export function requestBucketKey(c: Context<GatewayEnv>, providers: ReadonlySet<string>): string {
   const account = c.get("account");
-  switch (account.plan.rateLimit.scope) {
-    case "key":
-      return `rate:${account.id}:key:${c.get("keyOwner").keyId}`;
-    case "endpoint":
-      return `rate:${account.id}:ep:${endpointOf(c.req.path)}`;
-    default:
-      return `rate:${account.id}`;
-  }
-}
-
-/** `/v1/monitor/chatgpt/x` → `monitor/chatgpt`: the first two segments after `/v1`. */
-export function endpointOf(path: string): string {
-  const parts = path.split("/", 5);
-  return `${(parts[2] ?? "").slice(0, 64)}/${(parts[3] ?? "").slice(0, 64)}`;
+  const scope = account.plan.rateLimit.scope;
+  return rateBucketKey(
+    account.id,
+    scope,
+    scope === "key" ? c.get("keyOwner").keyId : "",
+    scope === "endpoint" ? endpointOf(c.req.path, providers) : "",
+  );
 }
 
 /** Counts the request against its window; 429 when the window is full. */
 export function rateLimit(options: RateLimitOptions): MiddlewareHandler<GatewayEnv> {
-  const { limiter, shadow = false } = options;
+  const { limiter, shadow = false, providers = new Set(DEFAULT_PROVIDERS) } = options;
   return async function rateLimit(c, next) {
     const nowMs = c.get("nowMs");
     const plan = c.get("account").plan;
-    const bucketKey = rateBucketKey(c);
+    const bucketKey = requestBucketKey(c, providers);
     const remaining = limiter.tryAdmit(bucketKey, plan.rateLimit, nowMs);
     const shadowed = remaining < 0 && (shadow || plan.shadow);
     const rate: RateInfo = {

@@ -17,6 +17,7 @@ export interface RequestRecord {
   requestId: string;
   accountId: string | null;
   keyId: string | null;
+  plan: string | null;
   method: string;
   path: string;
   status: number;
@@ -161,6 +162,7 @@ export function recordLine(r: RequestRecord): string {
     JSON.stringify(r.requestId)
   },` +
     `"accountId":${JSON.stringify(r.accountId)},"keyId":${JSON.stringify(r.keyId)},` +
+    `"plan":${JSON.stringify(r.plan)},` +
     `"method":${JSON.stringify(r.method)},"path":${JSON.stringify(r.path)},"status":${r.status},` +
     `"latencyMs":${r.latencyMs},"decision":"${r.decision}"}`;
 }

@@ -35,6 +35,7 @@ function record(requestId: string, overrides: Partial<RequestRecord> = {}): Requ
     requestId,
     accountId: "demo",
     keyId: "key_demo",
+    plan: "lite",
     method: "POST",
     path: "/v1/monitor/chatgpt",
     status: 200,

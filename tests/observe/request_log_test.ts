@@ -12,6 +12,7 @@ function record(n: number): RequestRecord {
     requestId: `r${n}`,
     accountId: "a",
     keyId: "k",
+    plan: "p",
     method: "GET",
     path: "/v1/limits",
     status: 200,
