@@ -29,7 +29,11 @@ import { PlansWriter } from "./src/plans/plans_writer.ts";
 import { generateApiKey } from "./src/plans/api_key.ts";
 import type { Forwarder } from "./src/upstream/forwarder.ts";
 import { HttpProxy } from "./src/upstream/proxy.ts";
-import { Simulator } from "./src/upstream/simulator.ts";
+import { DEFAULT_PROVIDERS, Simulator } from "./src/upstream/simulator.ts";
+import { WorkerPool } from "./src/workers/worker_pool.ts";
+import { CLIENT_ADDRESS_HEADER, createWorkerPlane } from "./src/workers/data_plane.ts";
+import type { FromWorker, ToWorker } from "./src/workers/protocol.ts";
+import { type RequestSink, requestSink } from "./src/http/observe.ts";
 import { Dispatcher } from "./src/tasks/dispatcher.ts";
 import { DEFAULT_TASK_TYPES } from "./src/tasks/task.ts";
 import { TaskJournal } from "./src/tasks/task_journal.ts";
@@ -140,13 +144,20 @@ async function serve(options: ServeOptions): Promise<void> {
   resumeWebhooks(store.all(), webhooks, config.current);
   const requestLog = new RequestLog({ dir: `${options.dataDir}/logs` });
   const stats = new TrafficStats();
+  let pool: WorkerPool | undefined;
   const metrics = createGatewayMetrics({
     limiter,
     config,
     queueDepth: (id) => store.queuedCount(id),
     reloads: () => watcher.counts,
     log: requestLog,
+    extraReclaimed: () => pool?.reclaimed ?? 0,
   });
+  const recordRequest = requestSink({ log: requestLog, metrics, stats });
+  const sink: RequestSink = (record, flags) => {
+    metrics.isolateRequests.inc({ isolate: "0" });
+    recordRequest(record, flags);
+  };
   const feed = new DashboardFeed({
     config,
     limiter,
@@ -165,7 +176,7 @@ async function serve(options: ServeOptions): Promise<void> {
     maxBodyBytes: options.maxBodyBytes,
     shadow: options.shadow,
     authFailuresPerMinute: options.authFailuresPerMinute,
-    observe: { log: requestLog, metrics, stats },
+    observe: { metrics, sink },
     tasks: { service: taskService, taskTypes: Object.keys(DEFAULT_TASK_TYPES) },
     admin: { token: adminToken, writer, watcher, startedAtMs: startedAt.getTime() },
     dashboard: { feed, token: adminToken },
@@ -177,17 +188,20 @@ async function serve(options: ServeOptions): Promise<void> {
     const nowMs = realClock.nowMs();
     const reclaimed = limiter.leases.reclaimOverdue(nowMs);
     if (reclaimed > 0) console.error(`sluice: reclaimed ${reclaimed} overdue slot lease(s)`);
-    limiter.reclaimIdle(nowMs, new Set(config.current.accounts.keys()));
+    limiter.reclaimIdle(nowMs, new Set(config.current.accounts.keys()), pool?.assignedKeys);
     taskService.expire(options.taskTtlMs).catch((e) => console.error("sluice: task expiry", e));
     stats.prune(nowMs);
   }, 1000);
   const logWriter = setInterval(() => {
+    pool?.publishQueueDepths((id) => store.queuedCount(id));
     requestLog.drain().catch((e) => console.error("sluice: request log write failed", e));
   }, 250);
 
+  const multi = options.workers > 1;
   const server = Deno.serve({
     port: options.port,
     hostname: options.hostname,
+    reusePort: multi,
     onListen: ({ hostname, port }) => {
       const base = `http://${hostname === "0.0.0.0" ? "127.0.0.1" : hostname}:${port}`;
       console.log(
@@ -217,6 +231,54 @@ async function serve(options: ServeOptions): Promise<void> {
     },
   }, app.fetch);
 
+  let control: Deno.HttpServer<Deno.NetAddr> | undefined;
+  if (multi) {
+    // Workers pass control-plane requests here; it is the same app, on loopback only.
+    control = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      (request, info) => {
+        const client = request.headers.get(CLIENT_ADDRESS_HEADER);
+        const remoteAddr: Deno.NetAddr = client === null
+          ? info.remoteAddr
+          : { transport: "tcp", hostname: client, port: 0 };
+        return app.fetch(request, { remoteAddr });
+      },
+    );
+    pool = new WorkerPool({
+      count: options.workers - 1,
+      moduleUrl: import.meta.url,
+      settings: {
+        port: server.addr.port,
+        hostname: options.hostname,
+        controlUrl: `http://127.0.0.1:${control.addr.port}`,
+        upstream: options.upstream,
+        upstreamTimeoutMs: options.upstreamTimeoutMs,
+        simLatencyMs: options.simLatencyMs,
+        simErrorRate: options.simErrorRate,
+        maxBodyBytes: options.maxBodyBytes,
+        shadow: options.shadow,
+        authFailuresPerMinute: options.authFailuresPerMinute,
+        leaseMs: options.upstreamTimeoutMs + options.leaseMarginMs,
+        epochMs: limiter.epochMs,
+      },
+      limiter,
+      config,
+      clock: realClock,
+      providers: new Set(DEFAULT_PROVIDERS),
+      onRecords: (batch, dropped, index) => {
+        metrics.isolateRequests.inc({ isolate: String(index + 1) }, batch.length);
+        for (const [record, flags] of batch) recordRequest(record, flags);
+        requestLog.countDropped(dropped);
+      },
+      onReleased: (accounts) => {
+        for (const account of accounts) dispatcher.kick(account);
+      },
+      onError: (message) => console.error(`sluice: ${message}`),
+    });
+    await pool.start();
+    console.log(`sluice: ${options.workers} data-plane isolates share port ${server.addr.port}`);
+  }
+
   dispatcher.kickAll();
   let stopping = false;
   async function shutdown(signal: string): Promise<void> {
@@ -226,7 +288,10 @@ async function serve(options: ServeOptions): Promise<void> {
     feed.close(); // open event streams would otherwise hold server.shutdown() to its deadline
     console.log(`sluice: ${signal}, draining (up to ${options.shutdownTimeoutMs} ms)`);
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, options.shutdownTimeoutMs));
-    await Promise.race([server.shutdown(), deadline]);
+    await Promise.race([
+      Promise.all([server.shutdown(), control?.shutdown(), pool?.drain(options.shutdownTimeoutMs)]),
+      deadline,
+    ]);
     clearInterval(housekeeping);
     clearInterval(logWriter);
     await requestLog.drain();
@@ -359,6 +424,46 @@ async function main(args: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) {
+/** Runs this module as a data-plane worker isolate (see `src/workers/`). */
+function runWorker(): void {
+  // Deno's types describe the main isolate's global; this is a worker's, seen from inside.
+  const scope = globalThis as unknown as {
+    onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
+    postMessage(message: FromWorker): void;
+  };
+  const post = (message: FromWorker) => scope.postMessage(message);
+  let plane: ReturnType<typeof createWorkerPlane> | undefined;
+  let server: Deno.HttpServer<Deno.NetAddr> | undefined;
+  let flusher: ReturnType<typeof setInterval> | undefined;
+  let workerIndex = -1;
+  scope.onmessage = async (event) => {
+    const message = event.data;
+    if (message.type === "init") {
+      plane = createWorkerPlane(message, realClock, post);
+      const { port, hostname } = message.settings;
+      const index = message.index;
+      workerIndex = index;
+      server = Deno.serve({
+        port,
+        hostname,
+        reusePort: true,
+        onListen: () => post({ type: "listening", index }),
+      }, plane.app.fetch);
+      flusher = setInterval(() => plane?.flush(), 250);
+      return;
+    }
+    plane?.receive(message);
+    if (message.type === "drain") {
+      await server?.shutdown();
+      clearInterval(flusher);
+      plane?.flush();
+      post({ type: "drained", index: workerIndex });
+    }
+  };
+}
+
+if ("WorkerGlobalScope" in globalThis) {
+  runWorker();
+} else if (import.meta.main) {
   Deno.exit(await main(Deno.args));
 }

@@ -46,6 +46,15 @@ export interface AppOptions {
   lifecycle?: Lifecycle;
   maxBodyBytes?: number;
   shadow?: boolean;
+  /** Counts failed authentications per IP (default: `limiter`). */
+  authLimiter?: Limiter;
+  /** QUEUED tasks of an account, where the task service lives elsewhere (a worker). */
+  queueDepth?: (accountId: string) => number;
+  /** In a worker isolate: paths answered by the main isolate, and how to reach it. */
+  controlPlane?: {
+    paths: RegExp;
+    forward: (request: Request, clientAddress: string | undefined) => Promise<Response>;
+  };
   /** Failed auth attempts allowed per client IP per minute. */
   authFailuresPerMinute?: number;
   /** Request log, metrics and dashboard counters; absent in tests that do not need them. */
@@ -178,6 +187,9 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
     tasks,
     observe,
     dashboard,
+    authLimiter = limiter,
+    queueDepth,
+    controlPlane,
   } = options;
 
   const app = new OpenAPIHono<GatewayEnv>({ defaultHook: validationHook });
@@ -196,6 +208,23 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
     );
   });
 
+  if (controlPlane !== undefined) {
+    // Before everything else: the main isolate logs, limits and answers these itself.
+    app.use("*", async function controlPassThrough(c, next) {
+      if (!controlPlane.paths.test(c.req.path)) return await next();
+      try {
+        c.res = await controlPlane.forward(c.req.raw, c.env?.remoteAddr?.hostname);
+      } catch (error) {
+        c.res = errorResponse(
+          new HttpError(503, "SERVICE_UNAVAILABLE", "the control plane is not reachable", {
+            headers: { "retry-after": "1" },
+            cause: error,
+          }),
+          new Date(clock.nowMs()),
+        );
+      }
+    });
+  }
   app.use("*", requestContext({ clock }));
   app.use("*", observeRequests({ clock, ...observe }));
   app.use("*", async function drainGate(c, next) {
@@ -235,7 +264,10 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
   if (admin !== undefined) app.route("/admin", adminRoutes({ ...admin, config, limiter, clock }));
   if (dashboard !== undefined) app.route("/dashboard", dashboardRoutes(dashboard));
 
-  app.use("/v1/*", apiKeyAuth({ config, limiter, failuresPerWindow: authFailuresPerMinute }));
+  app.use(
+    "/v1/*",
+    apiKeyAuth({ config, limiter: authLimiter, failuresPerWindow: authFailuresPerMinute }),
+  );
   app.use("/v1/*", rateLimit({ limiter, shadow }));
   app.use("/v1/*", async function bodySize(c, next) {
     const length = Number(c.req.header("content-length") ?? "0");
@@ -281,7 +313,7 @@ export function createApp(options: AppOptions): OpenAPIHono<GatewayEnv> {
       },
       concurrency: { used: limiter.slotsInUse(account.id), max: plan.concurrency },
       queue: {
-        queued: tasks?.service.status(account).queuedTasks ?? 0,
+        queued: tasks?.service.status(account).queuedTasks ?? queueDepth?.(account.id) ?? 0,
         limit: plan.queueLimit,
       },
     }, 200);

@@ -7,6 +7,7 @@
  */
 
 import { HTTPException } from "hono/http-exception";
+import { CapacityError } from "../limits/limiter.ts";
 
 /** The error codes of SPEC §3. */
 export type ErrorCode =
@@ -79,6 +80,12 @@ export function errorBody(error: HttpError, now: Date): ErrorBody {
 /** Maps anything thrown to an {@linkcode HttpError}; unknown errors become a 500. */
 export function toHttpError(error: unknown): HttpError {
   if (error instanceof HttpError) return error;
+  if (error instanceof CapacityError) {
+    return new HttpError(503, "SERVICE_UNAVAILABLE", "limiter capacity exhausted; try again", {
+      headers: { "retry-after": "1" },
+      cause: error,
+    });
+  }
   if (error instanceof HTTPException && error.status === 415) {
     // @hono/zod-openapi's media-type gate: bad input like any other (SPEC §3), so 400.
     return new HttpError(400, "VALIDATION_ERROR", "the request body must be application/json", {

@@ -18,6 +18,8 @@ export interface MetricSources {
   queueDepth?: (accountId: string) => number;
   reloads?: () => { applied: number; invalid: number };
   log?: RequestLog;
+  /** Leases reclaimed in other isolates. */
+  extraReclaimed?: () => number;
 }
 
 /** The families the request path and the control plane update. */
@@ -29,6 +31,7 @@ export interface GatewayMetrics {
   nearLimit: Counter;
   webhookDeliveries: Counter;
   latency: Histogram;
+  isolateRequests: Counter;
 }
 
 /** Latency buckets, seconds: sub-millisecond gateway answers to minutes upstream. */
@@ -54,7 +57,7 @@ export const LATENCY_BUCKETS_S = [
 
 /** Builds the registry with every family. */
 export function createGatewayMetrics(sources: MetricSources): GatewayMetrics {
-  const { limiter, config, queueDepth, reloads, log } = sources;
+  const { limiter, config, queueDepth, reloads, log, extraReclaimed } = sources;
   const registry = new Registry();
   const metrics: GatewayMetrics = {
     registry,
@@ -74,6 +77,10 @@ export function createGatewayMetrics(sources: MetricSources): GatewayMetrics {
     webhookDeliveries: registry.counter(
       "sluice_webhook_deliveries_total",
       "Webhook delivery attempts by outcome.",
+    ),
+    isolateRequests: registry.counter(
+      "sluice_isolate_requests_total",
+      "Requests answered per data-plane isolate (0 is the main isolate).",
     ),
     latency: registry.histogram(
       "sluice_request_duration_seconds",
@@ -114,7 +121,7 @@ export function createGatewayMetrics(sources: MetricSources): GatewayMetrics {
     "sluice_lease_reclaims_total",
     "Slots reclaimed at their lease deadline (leaks caught).",
     "counter",
-    () => [[{}, limiter.leases.stats().reclaimed]],
+    () => [[{}, limiter.leases.stats().reclaimed + (extraReclaimed?.() ?? 0)]],
   );
   registry.collect("sluice_plan_reloads_total", "Plans file reloads by result.", "counter", () => {
     const counts = reloads?.() ?? { applied: 0, invalid: 0 };

@@ -95,6 +95,11 @@ export class RequestLog {
     this.#size++;
   }
 
+  /** Adds records dropped elsewhere (a worker isolate's batch overflowed) to the count. */
+  countDropped(count: number): void {
+    this.#dropped += count;
+  }
+
   /** Calls `listener` with every written batch; returns the unsubscribe function. */
   subscribe(listener: (batch: readonly RequestRecord[]) => void): () => void {
     this.#subscribers.add(listener);

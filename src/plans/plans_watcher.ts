@@ -168,7 +168,7 @@ export class PlansWatcher {
     if (!built.ok) return this.#reject(hash, built.errors, source);
     this.#liveHash = hash;
     this.#rejected = undefined;
-    this.#config.replace(built.snapshot, source);
+    await this.#config.publish(built.snapshot, source);
     this.#counts.applied++;
     const outcome: ReloadOutcome = { result: "applied", version: built.snapshot.version };
     this.#onReload(outcome, source);

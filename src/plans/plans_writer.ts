@@ -73,7 +73,7 @@ export class PlansWriter {
     const text = renderPlansFile(result.document);
     this.#watcher?.markLive(text);
     await writeFileAtomic(this.path, text);
-    this.#config.replace(built.snapshot, "admin");
+    await this.#config.publish(built.snapshot, "admin");
     return result;
   }
 

@@ -96,6 +96,7 @@ export class ConfigStore {
   #current: ConfigSnapshot;
   #lastReload: ReloadStatus;
   #listeners = new Set<(snapshot: ConfigSnapshot) => void>();
+  #propagators = new Set<(snapshot: ConfigSnapshot) => Promise<void>>();
 
   constructor(initial: ConfigSnapshot, source = "startup") {
     this.#current = initial;
@@ -117,6 +118,21 @@ export class ConfigStore {
     this.#current = next;
     this.#lastReload = { ok: true, at: next.loadedAt, errors: [], source };
     for (const listener of this.#listeners) listener(next);
+  }
+
+  /**
+   * Swaps in `next` like {@linkcode replace}, then waits until every
+   * propagator (e.g. the worker isolates) has it too.
+   */
+  async publish(next: ConfigSnapshot, source: string): Promise<void> {
+    this.replace(next, source);
+    await Promise.all([...this.#propagators].map((propagate) => propagate(next)));
+  }
+
+  /** Registers a step {@linkcode publish} waits for; returns the unregister function. */
+  addPropagator(propagate: (snapshot: ConfigSnapshot) => Promise<void>): () => void {
+    this.#propagators.add(propagate);
+    return () => this.#propagators.delete(propagate);
   }
 
   /** Records a failed load; the live snapshot stays. */
