@@ -9,9 +9,16 @@
 import type { MiddlewareHandler } from "hono";
 import type { Limiter } from "../limits/limiter.ts";
 import { hashApiKey, isWellFormedApiKey } from "../plans/api_key.ts";
-import { type ConfigStore, findKeyOwner } from "../plans/snapshot.ts";
+import {
+  type ConfigSnapshot,
+  type ConfigStore,
+  findKeyOwner,
+  type KeyOwner,
+} from "../plans/snapshot.ts";
 import type { GatewayEnv } from "./context.ts";
 import { HttpError } from "./errors.ts";
+
+const MAX_CACHED_KEYS = 10_000;
 
 /** Options for {@linkcode apiKeyAuth}. */
 export interface ApiKeyAuthOptions {
@@ -30,6 +37,23 @@ export function apiKeyAuth(options: ApiKeyAuthOptions): MiddlewareHandler<Gatewa
   function fail(ipKey: string, nowMs: number, error: HttpError): never {
     limiter.tryAdmit(ipKey, failureShape, nowMs);
     throw error;
+  }
+
+  // Keys already resolved against the live snapshot, so a busy key is hashed once
+  // per config version rather than once per request. Bounded; dropped on every swap.
+  let cacheFor: ConfigSnapshot | undefined;
+  const cache = new Map<string, KeyOwner>();
+  function resolve(apiKey: string): KeyOwner | undefined {
+    const snapshot = config.current;
+    if (snapshot !== cacheFor) {
+      cache.clear();
+      cacheFor = snapshot;
+    }
+    const cached = cache.get(apiKey);
+    if (cached !== undefined) return cached;
+    const owner = findKeyOwner(snapshot, hashApiKey(apiKey));
+    if (owner !== undefined && cache.size < MAX_CACHED_KEYS) cache.set(apiKey, owner);
+    return owner;
   }
 
   return async function apiKeyAuth(c, next) {
@@ -67,7 +91,7 @@ export function apiKeyAuth(options: ApiKeyAuthOptions): MiddlewareHandler<Gatewa
         ),
       );
     }
-    const owner = findKeyOwner(config.current, hashApiKey(apiKey));
+    const owner = resolve(apiKey);
     if (owner === undefined) {
       fail(
         ipKey,

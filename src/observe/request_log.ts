@@ -60,7 +60,7 @@ export class RequestLog {
       dir,
       maxFileBytes = 64 * 1024 * 1024,
       keepFiles = 5,
-      batchSize = 4096,
+      batchSize = 256,
     } = options;
     this.#ring = new Array(capacity);
     this.#dir = dir;

@@ -5,7 +5,7 @@
  * authentication adds no promise to the request path.
  */
 
-import { createHash, timingSafeEqual } from "node:crypto";
+import { createHash } from "node:crypto";
 
 const KEY_FORMAT = /^[A-Za-z0-9_-]{16,256}$/;
 const HASH_PREFIX = "sha256:";
@@ -38,11 +38,12 @@ export function hashApiKey(key: string): string {
   return HASH_PREFIX + createHash("sha256").update(key).digest("hex");
 }
 
-/** Compares two stored hashes in constant time (for equal lengths). */
+/** Compares two stored hashes in time independent of where they differ (for equal lengths). */
 export function hashesEqual(a: string, b: string): boolean {
-  const left = new TextEncoder().encode(a);
-  const right = new TextEncoder().encode(b);
-  return left.length === right.length && timingSafeEqual(left, right);
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
 }
 
 function base64Url(bytes: Uint8Array): string {
