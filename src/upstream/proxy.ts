@@ -1,149 +1,217 @@
 /**
  * @module
- * Forwarding to a real upstream. Method, path, query, body and headers pass
- * through unchanged except `Authorization`, `Host` and the hop-by-hop
- * headers; the gateway adds `X-Account-Id`, `X-Plan`, `X-Request-ID` and
- * `X-Forwarded-For`. Both bodies stream. The whole exchange is bounded by
- * `timeoutMs` and cancelled when the client goes away: an unreachable
- * upstream is a 502, a slow one a 504.
+ * Forwarding to a real upstream over `node:http` with a keep-alive agent,
+ * which measured about twice as fast as `fetch` here (`bench/forward_bench.ts`).
+ * Method, path, query, body and headers pass through unchanged except
+ * `Authorization`, `Host` and the hop-by-hop headers; the gateway adds
+ * `X-Account-Id`, `X-Plan`, `X-Request-ID` and `X-Forwarded-For` (see
+ * `forward_headers.ts`). Both bodies stream with back-pressure, and bytes pass
+ * as they are (no decoding). The whole exchange is bounded by `timeoutMs` with
+ * one timer that is cleared when it ends, and it is torn down when the client
+ * goes away: unreachable upstream → 502, too slow → 504, a body cut short or
+ * past the deadline → the client's body errors.
  */
 
-import { ADMIN_COOKIE } from "../http/admin.ts";
-import { HttpError } from "../http/errors.ts";
-import { limitBody } from "./body_limit.ts";
+import http from "node:http";
+import https from "node:https";
+import type { HttpError } from "../http/errors.ts";
+import { payloadTooLarge } from "./body_limit.ts";
+import {
+  type HttpProxyOptions,
+  isEndToEnd,
+  upstreamFailure,
+  upstreamRequestHeaders,
+  upstreamUrl,
+} from "./forward_headers.ts";
 import type { ForwardContext, Forwarder } from "./forwarder.ts";
 
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-]);
+export type { HttpProxyOptions } from "./forward_headers.ts";
+export { endToEndHeaders } from "./forward_headers.ts";
 
-/** Content codings Deno's `fetch` decodes transparently (it asks for `gzip,br`). */
-const FETCH_DECODES = new Set(["gzip", "br"]);
-
-/** Options for {@linkcode HttpProxy}. */
-export interface HttpProxyOptions {
-  /** Bound on the whole upstream exchange, headers and body. */
-  timeoutMs?: number;
-  /** Largest request body passed on. */
-  maxBodyBytes?: number;
-}
-
-/** Copies `headers` without hop-by-hop ones (and those `Connection` names). */
-export function endToEndHeaders(headers: Headers, drop: readonly string[] = []): Headers {
-  const out = new Headers();
-  const named = (headers.get("connection") ?? "").toLowerCase().split(",").map((s) => s.trim());
-  for (const [name, value] of headers) {
-    if (HOP_BY_HOP.has(name) || named.includes(name) || drop.includes(name)) continue;
-    out.append(name, value);
-  }
-  return out;
-}
-
-/** Forwards to one upstream base URL with `fetch`. */
+/** Forwards to one upstream base URL over pooled keep-alive connections. */
 export class HttpProxy implements Forwarder {
   readonly servesAnyPath = true;
   #base: URL;
   #timeoutMs: number;
   #maxBodyBytes: number;
+  #agent: http.Agent;
+  #client: typeof http | typeof https;
 
   constructor(upstream: string, options: HttpProxyOptions = {}) {
     const { timeoutMs = 300_000, maxBodyBytes = 1_048_576 } = options;
     this.#base = new URL(upstream);
     this.#timeoutMs = timeoutMs;
     this.#maxBodyBytes = maxBodyBytes;
+    const secure = this.#base.protocol === "https:";
+    this.#client = secure ? https : http;
+    this.#agent = new (secure ? https.Agent : http.Agent)({ keepAlive: true, maxSockets: 1024 });
   }
 
-  async forward(request: Request, context: ForwardContext): Promise<Response> {
-    const incoming = new URL(request.url);
-    const target = new URL(this.#base);
-    target.pathname = joinPath(this.#base.pathname, incoming.pathname);
-    target.search = incoming.search;
-    const headers = endToEndHeaders(request.headers, ["authorization", "host", "content-length"]);
-    stripCookie(headers, ADMIN_COOKIE);
-    headers.set("x-account-id", context.accountId);
-    headers.set("x-plan", context.planName);
-    headers.set("x-request-id", context.requestId);
-    if (context.clientAddress !== undefined) {
-      headers.append("x-forwarded-for", context.clientAddress);
-    }
-    const timeout = AbortSignal.timeout(this.#timeoutMs);
-    const signal = AbortSignal.any([context.signal, timeout]);
+  /** Closes idle pooled connections (for tests and shutdown). */
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  forward(request: Request, context: ForwardContext): Promise<Response> {
+    const target = upstreamUrl(this.#base, request.url);
     const hasBody = request.body !== null && request.method !== "GET" && request.method !== "HEAD";
-    let refused: HttpError | undefined;
-    let response: Response;
-    try {
-      response = await fetch(target, {
+    const headers = upstreamRequestHeaders(request, context, false);
+    if (!hasBody) headers.delete("content-length");
+    const outgoing: Record<string, string> = {};
+    for (const [name, value] of headers) outgoing[name] = value;
+    const timeoutMs = this.#timeoutMs;
+
+    return new Promise<Response>((resolve, reject) => {
+      let timedOut = false;
+      let settled = false;
+      let refused: HttpError | undefined;
+      let failBody: ((error: Error) => void) | undefined;
+      const upstream = this.#client.request({
+        protocol: target.protocol,
+        hostname: target.hostname,
+        port: target.port,
         method: request.method,
-        headers,
-        body: hasBody && request.body !== null
-          ? limitBody(request.body, this.#maxBodyBytes, {
-            onRefused: (error) => {
-              refused = error;
-            },
-          })
-          : null,
-        signal,
-        redirect: "manual",
+        path: target.pathname + target.search,
+        headers: outgoing,
+        agent: this.#agent,
       });
-    } catch (error) {
-      // fetch reports the body stream's 413 as a plain error: use the original.
-      throw refused ?? upstreamFailure(error, timeout, this.#timeoutMs);
-    }
-    // Deno's fetch stops applying `signal` to the body once its Response object
-    // is unreachable (as it is once re-wrapped here), so bind the body to the
-    // timeout explicitly: a stalled body still ends at `timeoutMs`. (A client
-    // that goes away cancels this body, and so the upstream's.)
-    const body = response.body?.pipeThrough(new TransformStream(), { signal: timeout }) ?? null;
-    // fetch has already decoded gzip and br bodies: do not claim an encoding
-    // (or a compressed length) the bytes no longer have.
-    const decoded = FETCH_DECODES.has(
-      (response.headers.get("content-encoding") ?? "").trim().toLowerCase(),
-    );
-    return new Response(body, {
-      status: response.status,
-      statusText: response.statusText,
-      headers: endToEndHeaders(
-        response.headers,
-        decoded ? ["content-encoding", "content-length"] : [],
-      ),
+      // Connection management is this client's own business, not a header to send.
+      upstream.removeHeader("connection");
+
+      // Settles the exchange as failed (once); a body already flowing errors instead.
+      function fail(error: Error): void {
+        if (!settled) {
+          settled = true;
+          end();
+          reject(refused ?? upstreamFailure(error, timedOut, timeoutMs));
+        } else {
+          failBody?.(error);
+        }
+      }
+      const timer = setTimeout(() => {
+        timedOut = true;
+        const error = new DOMException(
+          `upstream did not answer within ${timeoutMs} ms`,
+          "TimeoutError",
+        );
+        fail(error);
+        upstream.destroy(error);
+      }, timeoutMs);
+      const onClientGone = () => {
+        const error = new DOMException("client went away", "AbortError");
+        fail(error);
+        upstream.destroy(error);
+      };
+      function end(): void {
+        clearTimeout(timer);
+        context.signal.removeEventListener("abort", onClientGone);
+      }
+      if (context.signal.aborted) onClientGone();
+      else context.signal.addEventListener("abort", onClientGone, { once: true });
+
+      upstream.on("error", (error) => fail(error));
+      upstream.on("close", () => {
+        if (!settled) fail(new Error("upstream connection closed before a response"));
+      });
+
+      upstream.on("response", (incoming) => {
+        settled = true;
+        const passed = new Headers();
+        const connectionNamed = (incoming.headers.connection ?? "").toLowerCase().split(",")
+          .map((s) => s.trim());
+        const raw = incoming.rawHeaders;
+        for (let i = 0; i + 1 < raw.length; i += 2) {
+          const name = (raw[i] ?? "").toLowerCase();
+          if (isEndToEnd(name, connectionNamed)) passed.append(name, raw[i + 1] ?? "");
+        }
+        const status = incoming.statusCode ?? 502;
+        const noBody = request.method === "HEAD" || status === 204 || status === 304;
+        let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
+        let finished = false;
+        failBody = (error) => {
+          if (finished) return;
+          finished = true;
+          end();
+          incoming.destroy();
+          controller?.error(error);
+        };
+        const body = noBody ? null : new ReadableStream<Uint8Array>({
+          start(c) {
+            controller = c;
+            incoming.on("data", (chunk: Uint8Array) => {
+              if (finished) return;
+              c.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+              if ((c.desiredSize ?? 0) <= 0) incoming.pause();
+            });
+            incoming.on("end", () => {
+              if (finished) return;
+              finished = true;
+              end();
+              c.close();
+            });
+            incoming.on("close", () => {
+              // Closed before its end: the upstream cut the body short.
+              if (!finished) failBody?.(new Error("upstream closed the connection mid-body"));
+            });
+            incoming.on("error", (error) => failBody?.(error));
+          },
+          pull() {
+            incoming.resume();
+          },
+          cancel() {
+            finished = true;
+            end();
+            incoming.destroy();
+            upstream.destroy();
+          },
+        });
+        if (noBody) {
+          end();
+          incoming.resume();
+        }
+        resolve(
+          new Response(body, { status, statusText: incoming.statusMessage ?? "", headers: passed }),
+        );
+      });
+
+      if (!hasBody || request.body === null) {
+        upstream.end();
+        return;
+      }
+      pumpBody(request.body, upstream, this.#maxBodyBytes).catch((error) => {
+        if (error instanceof Error && error.name === "PayloadTooLarge") {
+          refused = payloadTooLarge(this.#maxBodyBytes);
+        }
+        upstream.destroy(error instanceof Error ? error : new Error(String(error)));
+      });
     });
   }
 }
 
-/** Removes cookie `name` (the dashboard's admin session) from what goes upstream. */
-export function stripCookie(headers: Headers, name: string): void {
-  const cookie = headers.get("cookie");
-  if (cookie === null) return;
-  const kept = cookie.split(";").map((part) => part.trim())
-    .filter((part) => part !== "" && !part.startsWith(`${name}=`));
-  if (kept.length === 0) headers.delete("cookie");
-  else headers.set("cookie", kept.join("; "));
-}
-
-function upstreamFailure(error: unknown, timeout: AbortSignal, timeoutMs: number): HttpError {
-  if (error instanceof HttpError) return error;
-  if (error instanceof Error && error.cause instanceof HttpError) return error.cause;
-  if (timeout.aborted) {
-    return new HttpError(
-      504,
-      "UPSTREAM_TIMEOUT",
-      `upstream did not answer within ${timeoutMs} ms`,
-      {
-        cause: error,
-      },
-    );
+/** Writes a web body into a node request with back-pressure, refusing more than `maxBytes`. */
+async function pumpBody(
+  body: ReadableStream<Uint8Array>,
+  upstream: http.ClientRequest,
+  maxBytes: number,
+): Promise<void> {
+  let seen = 0;
+  for await (const chunk of body) {
+    seen += chunk.byteLength;
+    if (seen > maxBytes) {
+      const error = new Error(`request body exceeds ${maxBytes} bytes`);
+      error.name = "PayloadTooLarge";
+      throw error;
+    }
+    if (!upstream.write(chunk)) {
+      await new Promise<void>((resolve, reject) => {
+        const onError = (error: Error) => reject(error);
+        upstream.once("drain", () => {
+          upstream.off("error", onError);
+          resolve();
+        });
+        upstream.once("error", onError);
+      });
+    }
   }
-  return new HttpError(502, "UPSTREAM_ERROR", "upstream unreachable or failed", { cause: error });
-}
-
-function joinPath(basePath: string, path: string): string {
-  return basePath.endsWith("/") ? basePath.slice(0, -1) + path : basePath + path;
+  upstream.end();
 }

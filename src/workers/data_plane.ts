@@ -18,7 +18,8 @@ import { Limiter } from "../limits/limiter.ts";
 import type { RequestRecord } from "../observe/request_log.ts";
 import { buildSnapshot, ConfigStore } from "../plans/snapshot.ts";
 import type { Forwarder } from "../upstream/forwarder.ts";
-import { endToEndHeaders, HttpProxy } from "../upstream/proxy.ts";
+import { endToEndHeaders } from "../upstream/forward_headers.ts";
+import { HttpProxy } from "../upstream/proxy.ts";
 import { Simulator } from "../upstream/simulator.ts";
 import type { ConfigMessage, FromWorker, ToWorker } from "./protocol.ts";
 
