@@ -7,8 +7,8 @@
  *   bare Deno.serve · nginx `return 200` · nginx `limit_req` · nginx `proxy_pass`
  *   · sluice own route (`GET /v1/limits`) · sluice forwarding `/v1/echo` · sluice
  *   monitor route — the forwarding ones all to the same bare upstream.
- * Then a latency probe below saturation: bare vs sluice's own route at 4
- * connections, p99 difference.
+ * Then a latency probe below saturation: bare vs sluice's own route with one
+ * connection (a closed loop of one request at a time), p99 difference.
  *
  * Env: BENCH_SECONDS (default 5), BENCH_ROUNDS (2), BENCH_CONNECTIONS (64),
  * BENCH_WORKERS (N, default 2). Needs `wrk` and `nginx` (installed with
@@ -350,15 +350,15 @@ async function main(): Promise<void> {
       }
     }
 
-    // Latency below saturation: 4 connections, bare vs sluice's own route, one isolate each.
+    // Latency below saturation: one connection, bare vs sluice's own route, one isolate each.
     const bare = targets.find((t) => t.name === "bare Deno.serve" && t.workers === 1);
     const own = targets.find((t) => t.name === "sluice own route" && t.workers === 1);
     if (bare !== undefined && own !== undefined) {
-      const bareLatency = await wrk(bare, 1, 4, seconds);
-      const ownLatency = await wrk(own, 1, 4, seconds);
+      const bareLatency = await wrk(bare, 1, 1, seconds);
+      const ownLatency = await wrk(own, 1, 1, seconds);
       lines.push(
         "",
-        `latency at 4 connections (1 isolate): bare p50 ${bareLatency.p50Ms.toFixed(3)} ms / p99 ${
+        `latency at 1 connection (1 isolate): bare p50 ${bareLatency.p50Ms.toFixed(3)} ms / p99 ${
           bareLatency.p99Ms.toFixed(3)
         } ms;` +
           ` sluice own route p50 ${ownLatency.p50Ms.toFixed(3)} ms / p99 ${
