@@ -27,9 +27,8 @@ import { ConfigStore } from "./src/plans/snapshot.ts";
 import { PlansWatcher } from "./src/plans/plans_watcher.ts";
 import { PlansWriter } from "./src/plans/plans_writer.ts";
 import { generateApiKey } from "./src/plans/api_key.ts";
-import type { Forwarder } from "./src/upstream/forwarder.ts";
-import { HttpProxy } from "./src/upstream/proxy.ts";
-import { DEFAULT_PROVIDERS, Simulator } from "./src/upstream/simulator.ts";
+import { chooseForwarder } from "./src/upstream/choose_forwarder.ts";
+import { DEFAULT_PROVIDERS } from "./src/upstream/simulator.ts";
 import { WorkerPool } from "./src/workers/worker_pool.ts";
 import { CLIENT_ADDRESS_HEADER, createWorkerPlane } from "./src/workers/data_plane.ts";
 import type { FromWorker, ToWorker } from "./src/workers/protocol.ts";
@@ -93,16 +92,7 @@ async function serve(options: ServeOptions): Promise<void> {
     leaseMs: options.upstreamTimeoutMs + options.leaseMarginMs,
     epochMs: startedAt.getTime(),
   });
-  const forwarder: Forwarder = options.upstream === undefined
-    ? new Simulator({
-      latencyMs: options.simLatencyMs,
-      errorRate: options.simErrorRate,
-      maxBodyBytes: options.maxBodyBytes,
-    })
-    : new HttpProxy(options.upstream, {
-      timeoutMs: options.upstreamTimeoutMs,
-      maxBodyBytes: options.maxBodyBytes,
-    });
+  const forwarder = chooseForwarder(options);
   const store = new TaskStore();
   const { journal, tasks: restored } = await TaskJournal.open(options.dataDir, {
     liveTasks: () => store.all(),

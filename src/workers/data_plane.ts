@@ -17,10 +17,8 @@ import type { Clock } from "../limits/clock.ts";
 import { Limiter } from "../limits/limiter.ts";
 import type { RequestRecord } from "../observe/request_log.ts";
 import { buildSnapshot, ConfigStore } from "../plans/snapshot.ts";
-import type { Forwarder } from "../upstream/forwarder.ts";
 import { endToEndHeaders } from "../upstream/forward_headers.ts";
-import { HttpProxy } from "../upstream/proxy.ts";
-import { Simulator } from "../upstream/simulator.ts";
+import { chooseForwarder } from "../upstream/choose_forwarder.ts";
 import type { ConfigMessage, FromWorker, ToWorker } from "./protocol.ts";
 
 /** Control-plane paths a worker passes through to the main isolate. */
@@ -64,16 +62,7 @@ export function createWorkerPlane(
     epochMs: settings.epochMs,
   });
   const queueDepths = new Int32Array(init.queueDepths);
-  const forwarder: Forwarder = settings.upstream === undefined
-    ? new Simulator({
-      latencyMs: settings.simLatencyMs,
-      errorRate: settings.simErrorRate,
-      maxBodyBytes: settings.maxBodyBytes,
-    })
-    : new HttpProxy(settings.upstream, {
-      timeoutMs: settings.upstreamTimeoutMs,
-      maxBodyBytes: settings.maxBodyBytes,
-    });
+  const forwarder = chooseForwarder(settings);
 
   let pending: [RequestRecord, number][] = [];
   let dropped = 0;

@@ -13,7 +13,7 @@ import { createApp } from "../../src/http/app.ts";
 import type { Clock } from "../../src/limits/clock.ts";
 import { Limiter } from "../../src/limits/limiter.ts";
 import { HttpProxy } from "../../src/upstream/proxy.ts";
-import { makeConfig, serveOnLoopback, testKey } from "../_helpers.ts";
+import { makeConfig, seededRandom, serveOnLoopback, testKey } from "../_helpers.ts";
 
 /** Set to a number printed by a failing run to replay its choices. */
 const FIXED_SEED: number | undefined = undefined;
@@ -27,18 +27,6 @@ const UPSTREAM_MODES = ["fast", "slow", "error", "hang", "stall", "cut"] as cons
 type UpstreamMode = typeof UPSTREAM_MODES[number];
 const CLIENT_MODES = ["read", "read", "read", "abortMidBody", "abortBeforeHeaders"] as const;
 type ClientMode = typeof CLIENT_MODES[number];
-
-/** mulberry32: a small, fast, seedable PRNG. */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function pick<T>(random: () => number, items: readonly T[]): T {
   const item = items[Math.floor(random() * items.length)];

@@ -8,6 +8,7 @@
  * a small batch another account submits after it.
  */
 
+import { seededRandom } from "../_helpers.ts";
 import assert from "node:assert/strict";
 import type { PlansFile } from "../../src/plans/schema.ts";
 import type { TaskInput } from "../../src/tasks/task.ts";
@@ -22,18 +23,6 @@ const TOTAL_TASKS = 10_000;
 const BIG_BACKLOG = 5_000;
 const SMALL_BATCH = 20;
 const SLOT_PLANS = [1, 2, 5, 10, 20];
-
-/** mulberry32: a small, fast, seedable PRNG. */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function items(count: number, random: () => number): BatchItem[] {
   return Array.from({ length: count }, (_, i) => {

@@ -11,21 +11,9 @@ import { HttpError } from "../../src/http/errors.ts";
 import { Limiter } from "../../src/limits/limiter.ts";
 import type { ForwardContext } from "../../src/upstream/forwarder.ts";
 import { abortableSleep, DEFAULT_PROVIDERS, Simulator } from "../../src/upstream/simulator.ts";
-import { FakeClock, makeConfig, testKey } from "../_helpers.ts";
+import { FakeClock, makeConfig, seededRandom, testKey } from "../_helpers.ts";
 
 const SEED = 20260101;
-
-/** mulberry32: a small seedable PRNG, so runs are repeatable. */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function context(signal = new AbortController().signal): ForwardContext {
   return {
