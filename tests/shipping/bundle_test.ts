@@ -16,6 +16,10 @@ async function exerciseGateway(args: string[], cwd: string): Promise<void> {
   try {
     const [, port] = await proc.waitForLine(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
     const [, key] = await proc.waitForLine(/^\s+(sk_[A-Za-z0-9_-]+)$/);
+    if (args.includes("--workers")) {
+      // The worker isolates start from the bundle itself (its own module URL).
+      await proc.waitForLine(/2 data-plane isolates share port/);
+    }
     const response = await fetch(`http://127.0.0.1:${port}/v1/monitor/chatgpt`, {
       method: "POST",
       headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
@@ -54,7 +58,7 @@ async function exerciseGateway(args: string[], cwd: string): Promise<void> {
   }
 }
 
-Deno.test("the bundle runs from an unrelated directory and serves a monitor call", async () => {
+Deno.test("the bundle runs from an unrelated directory, starts its worker isolates and serves a monitor call", async () => {
   const out = await Deno.makeTempDir();
   const cwd = await Deno.makeTempDir();
   try {
@@ -69,6 +73,7 @@ Deno.test("the bundle runs from an unrelated directory and serves a monitor call
       [
         "run",
         "-A",
+        "--unstable-net",
         `${out}/sluice.js`,
         "serve",
         "--port",
@@ -77,6 +82,8 @@ Deno.test("the bundle runs from an unrelated directory and serves a monitor call
         "127.0.0.1",
         "--sim-latency",
         "5-10",
+        "--workers",
+        "2",
       ],
       cwd,
     );
@@ -97,6 +104,7 @@ Deno.test({
       const compiled = await new Deno.Command(Deno.execPath(), {
         args: [
           "compile",
+          "--unstable-net",
           "--allow-net",
           "--allow-read",
           "--allow-write",
