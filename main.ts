@@ -242,6 +242,7 @@ async function serve(options: ServeOptions): Promise<void> {
         hostname: options.hostname,
         controlUrl: `http://127.0.0.1:${control.addr.port}`,
         upstream: options.upstream,
+        upstreamClient: options.upstreamClient,
         upstreamTimeoutMs: options.upstreamTimeoutMs,
         simLatencyMs: options.simLatencyMs,
         simErrorRate: options.simErrorRate,

@@ -2,9 +2,9 @@
  * Candidates for the forwarding client (issue: "measure, in one run"), each
  * doing one GET round trip to the same upstream (bare `Deno.serve` in a
  * separate process, so client cost is not mixed with server cost), 16 in
- * flight per iteration batch. Plus sluice's two forwarders end to end
- * (`FetchProxy`, `HttpProxy` = node:http), which add header rules, deadlines
- * and body wrapping on top.
+ * flight per iteration batch. Plus sluice's forwarders end to end
+ * (`FetchProxy`, `HttpProxy` = node:http, `RawProxy` = pooled HTTP/1.1 over
+ * Deno.connect), which add header rules, deadlines and body wrapping on top.
  *
  *   deno bench -A --unstable-net bench/forward_bench.ts
  */
@@ -13,6 +13,7 @@ import http from "node:http";
 import { Pool } from "undici";
 import { FetchProxy } from "../src/upstream/fetch_proxy.ts";
 import { HttpProxy } from "../src/upstream/proxy.ts";
+import { RawProxy } from "../src/upstream/raw_proxy.ts";
 
 const IN_FLIGHT = 16;
 
@@ -48,6 +49,7 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 const pool = new Pool(base, { connections: 64 });
 const fetchProxy = new FetchProxy(base);
 const nodeProxy = new HttpProxy(base);
+const rawProxy = new RawProxy(base);
 const context = {
   accountId: "acme",
   planName: "bench",
@@ -122,4 +124,9 @@ Deno.bench({
   group: "sluice forwarder",
   name: "HttpProxy (node:http)",
   fn: batch(async () => (await nodeProxy.forward(forwardRequest(), context)).arrayBuffer()),
+});
+Deno.bench({
+  group: "sluice forwarder",
+  name: "RawProxy (Deno.connect pool)",
+  fn: batch(async () => (await rawProxy.forward(forwardRequest(), context)).arrayBuffer()),
 });

@@ -14,6 +14,7 @@ export interface ServeOptions {
   plans: string;
   dataDir: string;
   upstream: string | undefined;
+  upstreamClient: "raw" | "node" | "fetch";
   adminToken: string | undefined;
   simLatencyMs: { min: number; max: number };
   simErrorRate: number;
@@ -61,6 +62,12 @@ export const SERVE_FLAGS: Record<string, FlagSpec> = {
     env: "SLUICE_UPSTREAM",
     kind: "string",
     help: "upstream base URL (default: the built-in simulator)",
+  },
+  "upstream-client": {
+    env: "SLUICE_UPSTREAM_CLIENT",
+    kind: "string",
+    default: "node",
+    help: "HTTP client for the upstream: node (node:http), raw (own pooled HTTP/1.1) or fetch",
   },
   "admin-token": {
     env: "SLUICE_ADMIN_TOKEN",
@@ -168,6 +175,7 @@ export function parseServeFlags(
         plans: raw("plans") ?? "./plans.json",
         dataDir: raw("data-dir") ?? "./data",
         upstream: parseUrl(raw("upstream")),
+        upstreamClient: parseClient(raw("upstream-client")),
         adminToken: raw("admin-token"),
         simLatencyMs: { min, max },
         simErrorRate: parseFraction(raw("sim-error-rate"), "--sim-error-rate"),
@@ -221,6 +229,11 @@ function parseFraction(value: string | undefined, name: string): number {
 
 function parseBool(value: string | undefined): boolean {
   return value !== undefined && /^(1|true|yes|on)$/i.test(value);
+}
+
+function parseClient(value: string | undefined): "raw" | "node" | "fetch" {
+  if (value === "raw" || value === "node" || value === "fetch") return value;
+  throw new Error(`--upstream-client must be raw, node or fetch, got "${value}"`);
 }
 
 function parseWorkers(value: string | undefined): number {

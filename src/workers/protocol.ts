@@ -17,6 +17,7 @@ export interface WorkerSettings {
   /** Base URL of the main isolate's private listener, for control-plane routes. */
   controlUrl: string;
   upstream: string | undefined;
+  upstreamClient: "raw" | "node" | "fetch";
   upstreamTimeoutMs: number;
   simLatencyMs: { min: number; max: number };
   simErrorRate: number;

@@ -9,13 +9,44 @@ import assert from "node:assert/strict";
 import { createApp } from "../../src/http/app.ts";
 import type { Clock } from "../../src/limits/clock.ts";
 import { Limiter } from "../../src/limits/limiter.ts";
+import type { Forwarder } from "../../src/upstream/forwarder.ts";
 import { HttpProxy } from "../../src/upstream/proxy.ts";
+import { RawProxy } from "../../src/upstream/raw_proxy.ts";
 import { makeConfig, serveOnLoopback, testKey, type TestServer } from "../_helpers.ts";
 
 const realClock: Clock = { nowMs: () => Date.now() };
 const AUTH = `Bearer ${testKey("acme")}`;
 
 type Handler = (request: Request, stop: Promise<void>) => Response | Promise<Response>;
+
+interface RigOptions {
+  timeoutMs?: number;
+  upstreamUrl?: string;
+  maxBodyBytes?: number;
+}
+
+/** Builds the forwarder under test. */
+type MakeForwarder = (
+  upstream: string,
+  options: { timeoutMs: number; maxBodyBytes: number },
+) => Forwarder & { close(): void };
+
+/** Every forwarder runs every scenario below. */
+const FORWARDERS: readonly (readonly [string, MakeForwarder])[] = [
+  ["HttpProxy", (upstream, options) => new HttpProxy(upstream, options)],
+  ["RawProxy", (upstream, options) => new RawProxy(upstream, options)],
+];
+
+/** Registers `name` once per forwarder; `fn` builds its rigs with that forwarder. */
+function test(
+  name: string,
+  fn: (rig: (handler: Handler, options?: RigOptions) => Rig) => Promise<void>,
+): void {
+  for (const [label, make] of FORWARDERS) {
+    Deno.test(`${label}: ${name}`, () =>
+      fn((handler, options) => buildRig(make, handler, options)));
+  }
+}
 
 interface Rig {
   gateway: TestServer;
@@ -32,20 +63,18 @@ interface Rig {
  * wait for something get `stop`, which settles when the rig is disposed, so
  * a failing test can still shut both servers down.
  */
-function rig(
-  handler: Handler,
-  options: { timeoutMs?: number; upstreamUrl?: string; maxBodyBytes?: number } = {},
-): Rig {
+function buildRig(make: MakeForwarder, handler: Handler, options: RigOptions = {}): Rig {
   const { timeoutMs = 5_000, maxBodyBytes = 1_048_576 } = options;
   const stop = Promise.withResolvers<void>();
   const upstream = serveOnLoopback((request) => handler(request, stop.promise));
   const limiter = new Limiter({ epochMs: realClock.nowMs() });
   const unexpected: unknown[] = [];
+  const forwarder = make(options.upstreamUrl ?? upstream.url, { timeoutMs, maxBodyBytes });
   const app = createApp({
     config: makeConfig({ pro: { concurrency: 10 } }, { acme: "pro" }),
     limiter,
     clock: realClock,
-    forwarder: new HttpProxy(options.upstreamUrl ?? upstream.url, { timeoutMs, maxBodyBytes }),
+    forwarder,
     maxBodyBytes,
     onUnexpectedError: (error) => unexpected.push(error),
   });
@@ -65,6 +94,7 @@ function rig(
     [Symbol.asyncDispose]: async () => {
       stop.resolve();
       await gateway.close();
+      forwarder.close();
       await upstream.close();
     },
   };
@@ -148,7 +178,7 @@ async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array<A
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
-Deno.test("method, path, query, body and end-to-end headers pass through unchanged", async () => {
+test("method, path, query, body and end-to-end headers pass through unchanged", async (rig) => {
   await using r = rig(echo);
   const response = await fetch(`${r.gateway.url}/v1/monitor/chatgpt?x=1&y=a%20b&x=2`, {
     method: "PATCH",
@@ -177,7 +207,7 @@ Deno.test("method, path, query, body and end-to-end headers pass through unchang
   assert.equal(seen.headers["x-forwarded-for"], "127.0.0.1");
 });
 
-Deno.test("Authorization and hop-by-hop request headers are not forwarded", async () => {
+test("Authorization and hop-by-hop request headers are not forwarded", async (rig) => {
   await using r = rig(echo);
   const response = await fetch(`${r.gateway.url}/v1/monitor/chatgpt`, {
     method: "POST",
@@ -213,7 +243,7 @@ Deno.test("Authorization and hop-by-hop request headers are not forwarded", asyn
   assert.match(seen.headers["x-request-id"] ?? "", /^[0-9a-f-]{36}$/, "a generated id is added");
 });
 
-Deno.test("upstream status and headers pass back; hop-by-hop response headers are stripped", async () => {
+test("upstream status and headers pass back; hop-by-hop response headers are stripped", async (rig) => {
   await using r = rig(() =>
     new Response("created", {
       status: 201,
@@ -245,7 +275,7 @@ Deno.test("upstream status and headers pass back; hop-by-hop response headers ar
   assert.equal(response.headers.get("x-ratelimit-limit"), "500");
 });
 
-Deno.test("a streamed (chunked) request body arrives intact", async () => {
+test("a streamed (chunked) request body arrives intact", async (rig) => {
   await using r = rig(async (request) => {
     const bytes = await readAll(request.body ?? new ReadableStream());
     return Response.json({
@@ -267,7 +297,7 @@ Deno.test("a streamed (chunked) request body arrives intact", async () => {
   assert.equal(seen.contentLength, null, "sent chunked, not buffered");
 });
 
-Deno.test("a chunked request body over maxBodyBytes is 413 PAYLOAD_TOO_LARGE, not a 502", async () => {
+test("a chunked request body over maxBodyBytes is 413 PAYLOAD_TOO_LARGE, not a 502", async (rig) => {
   await using r = rig(echo, { maxBodyBytes: 100_000 });
   const response = await fetch(`${r.gateway.url}/v1/monitor/chatgpt`, {
     method: "POST",
@@ -282,7 +312,7 @@ Deno.test("a chunked request body over maxBodyBytes is 413 PAYLOAD_TOO_LARGE, no
   assert.deepEqual(r.unexpected, []);
 });
 
-Deno.test("a large streamed response body arrives intact and the slot is held until its end", async () => {
+test("a large streamed response body arrives intact and the slot is held until its end", async (rig) => {
   const payload = patternBytes(8 * 1024 * 1024, 11);
   await using r = rig(() =>
     new Response(chunked(payload, 65_536), {
@@ -310,7 +340,7 @@ Deno.test("a large streamed response body arrives intact and the slot is held un
   assert.equal(r.limiter.slotsInUse("acme"), 0);
 });
 
-Deno.test("a gzip-encoded upstream response reaches the client intact", async () => {
+test("a gzip-encoded upstream response reaches the client intact", async (rig) => {
   const text = JSON.stringify({ answer: "compressible ".repeat(5000) });
   await using r = rig(() =>
     new Response(new Blob([text]).stream().pipeThrough(new CompressionStream("gzip")), {
@@ -325,7 +355,7 @@ Deno.test("a gzip-encoded upstream response reaches the client intact", async ()
   assert.equal(await response.text(), text);
 });
 
-Deno.test("an unreachable upstream (a closed port) is 502 UPSTREAM_ERROR", async () => {
+test("an unreachable upstream (a closed port) is 502 UPSTREAM_ERROR", async (rig) => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const closedPort = listener.addr.port;
   listener.close();
@@ -345,7 +375,7 @@ Deno.test("an unreachable upstream (a closed port) is 502 UPSTREAM_ERROR", async
   assert.deepEqual(r.unexpected, []);
 });
 
-Deno.test("an upstream slower than timeoutMs is 504 UPSTREAM_TIMEOUT and its call is cancelled", async () => {
+test("an upstream slower than timeoutMs is 504 UPSTREAM_TIMEOUT and its call is cancelled", async (rig) => {
   const upstreamCancelled = Promise.withResolvers<boolean>();
   await using r = rig(async (request, stop) => {
     upstreamCancelled.resolve(await abortedOr(request.signal, stop));
@@ -364,7 +394,7 @@ Deno.test("an upstream slower than timeoutMs is 504 UPSTREAM_TIMEOUT and its cal
   assert.equal(r.limiter.slotsInUse("acme"), 0);
 });
 
-Deno.test("an upstream that stalls mid-body is cut at timeoutMs and the slot comes back", async () => {
+test("an upstream that stalls mid-body is cut at timeoutMs and the slot comes back", async (rig) => {
   await using r = rig((_request, stop) =>
     new Response(
       new ReadableStream<Uint8Array>({
@@ -387,7 +417,7 @@ Deno.test("an upstream that stalls mid-body is cut at timeoutMs and the slot com
   assert.equal(r.limiter.slotsInUse("acme"), 0);
 });
 
-Deno.test("an upstream 500 passes through as a 500 with the upstream's body", async () => {
+test("an upstream 500 passes through as a 500 with the upstream's body", async (rig) => {
   await using r = rig(() => Response.json({ upstream: "exploded" }, { status: 500 }));
   const response = await fetch(`${r.gateway.url}/v1/monitor/chatgpt`, {
     method: "POST",
@@ -398,7 +428,7 @@ Deno.test("an upstream 500 passes through as a 500 with the upstream's body", as
   assert.deepEqual(r.unexpected, [], "not an error of the gateway");
 });
 
-Deno.test("a non-monitor /v1 path is forwarded when an upstream is configured", async () => {
+test("a non-monitor /v1 path is forwarded when an upstream is configured", async (rig) => {
   await using r = rig(echo);
   const response = await fetch(`${r.gateway.url}/v1/anything?x=1`, {
     headers: { authorization: AUTH },
@@ -413,7 +443,7 @@ Deno.test("a non-monitor /v1 path is forwarded when an upstream is configured", 
   assert.equal(response.headers.get("x-concurrent-limit"), null, "no slot outside monitor");
 });
 
-Deno.test("an upstream base path is prefixed to the forwarded path", async () => {
+test("an upstream base path is prefixed to the forwarded path", async (rig) => {
   await using upstream = rig(echo);
   await using r = rig(echo, { upstreamUrl: `${upstream.upstream.url}/base/` });
   const response = await fetch(`${r.gateway.url}/v1/monitor/gemini?q=1`, {
@@ -425,7 +455,7 @@ Deno.test("an upstream base path is prefixed to the forwarded path", async () =>
   assert.equal(seen.search, "?q=1");
 });
 
-Deno.test("a client abort before the headers cancels the upstream request", async () => {
+test("a client abort before the headers cancels the upstream request", async (rig) => {
   const arrived = Promise.withResolvers<void>();
   const upstreamCancelled = Promise.withResolvers<boolean>();
   await using r = rig(async (request, stop) => {
@@ -450,7 +480,7 @@ Deno.test("a client abort before the headers cancels the upstream request", asyn
   assert.equal(r.limiter.leases.stats().released, 1);
 });
 
-Deno.test("a client abort mid-body cancels the upstream response", async () => {
+test("a client abort mid-body cancels the upstream response", async (rig) => {
   const upstreamCancelled = Promise.withResolvers<boolean>();
   await using r = rig((request, stop) =>
     new Response(
