@@ -5,6 +5,12 @@
  * once, which is what a hard concurrency limit needs. The maximum can change
  * in place; a lowered maximum lets holders finish and admits nobody until use
  * falls under it.
+ *
+ * Both paths are one CAS when uncontended: the first guess at the count is a
+ * plain read (each `Atomics.load` is a builtin call costing as much as the
+ * rest), and a failed CAS hands back the actual count to try again with. A
+ * plain read may be stale, so an answer of "full" or "nothing held" is only
+ * given after an atomic read confirms it.
  */
 
 const IN_USE = 0;
@@ -45,11 +51,17 @@ export class SemaphoreTable {
   tryAcquire(index: number): number {
     const w = this.#w;
     const at = index * SEMAPHORE_WORDS;
-    const max = Atomics.load(w, at + MAX);
+    let max = w[at + MAX] ?? 0;
+    let used = w[at + IN_USE] ?? 0;
     for (;;) {
-      const used = Atomics.load(w, at + IN_USE);
-      if (used >= max) return -1;
-      if (Atomics.compareExchange(w, at + IN_USE, used, used + 1) === used) return used + 1;
+      if (used >= max) {
+        max = Atomics.load(w, at + MAX);
+        used = Atomics.load(w, at + IN_USE);
+        if (used >= max) return -1;
+      }
+      const seen = Atomics.compareExchange(w, at + IN_USE, used, used + 1);
+      if (seen === used) return used + 1;
+      used = seen;
     }
   }
 
@@ -61,10 +73,15 @@ export class SemaphoreTable {
   release(index: number): void {
     const w = this.#w;
     const at = index * SEMAPHORE_WORDS + IN_USE;
+    let used = w[at] ?? 0;
     for (;;) {
-      const used = Atomics.load(w, at);
-      if (used <= 0) throw new Error(`semaphore ${index} released more often than acquired`);
-      if (Atomics.compareExchange(w, at, used, used - 1) === used) return;
+      if (used <= 0) {
+        used = Atomics.load(w, at);
+        if (used <= 0) throw new Error(`semaphore ${index} released more often than acquired`);
+      }
+      const seen = Atomics.compareExchange(w, at, used, used - 1);
+      if (seen === used) return;
+      used = seen;
     }
   }
 

@@ -680,6 +680,74 @@ Deno.test("WindowTable keeps exact limits on random traces hours past its epoch"
 });
 
 // ---------------------------------------------------------------------------
+// Clocks that disagree (isolates read their clocks independently)
+
+// Minimal trace: limit 1 per 1000 ms. Isolate A admits at 10 ms; isolate B,
+// whose clock is ahead, moves the entry to the bucket of 1016 ms; then A's
+// request stamped 1009 ms arrives. The one at 10 ms is still inside (9, 1009],
+// so it must be denied; at 1010 ms it has left.
+Deno.test("WindowTable.tryAdmit() judges a call stamped before the current bucket by its own stamp", () => {
+  const table = new WindowTable(1);
+  table.init(0, 1, 1_000);
+  assert.equal(table.tryAdmit(0, 10), 0);
+  assert.equal(table.used(0, 1_016), 0, "B's clock: the request at 10 ms has left its window");
+  assert.equal(
+    table.tryAdmit(0, 1_009),
+    -1,
+    "A's clock: the request at 10 ms is still in the window",
+  );
+  assert.equal(table.used(0, 1_009), 1);
+  assert.equal(table.tryAdmit(0, 1_010), 0, "at 1010 ms the request at 10 ms has left");
+  assert.equal(table.tryAdmit(0, 1_016), -1, "the one admitted at 1010 ms counts for B too");
+});
+
+// Minimal trace: limit 2 per 63 ms (one bucket per ms). Two requests at 10 ms;
+// one at 74 ms (both have left its window); the entry moves on to 75 ms, which
+// archives bucket 74 over bucket 10's ring slot. A request stamped 72 ms (three
+// buckets behind) has both requests at 10 ms in its window, but their count is
+// gone from the ring: it must be denied, not admitted on what is left.
+Deno.test("WindowTable.tryAdmit() denies a call stamped buckets behind once a bucket it needs is overwritten", () => {
+  const table = new WindowTable(1);
+  table.init(0, 2, 63);
+  assert.equal(admitBurst(table, 0, 10, 2), 2);
+  assert.equal(table.tryAdmit(0, 74), 1);
+  assert.equal(table.used(0, 75), 1);
+  assert.equal(table.tryAdmit(0, 72), -1);
+  assert.equal(table.used(0, 75), 1, "the denied call was not counted");
+});
+
+Deno.test("WindowTable.tryAdmit() never over-admits by the callers' own stamps when two clocks disagree", () => {
+  let outOfOrder = 0;
+  for (let i = 0; i < 120; i++) {
+    const seed = 0xc10c_0000 + i;
+    const rng = mulberry32(seed);
+    const trace = makeTrace(seed, pick(rng, TRACE_KINDS), { requests: 1_500 });
+    // Half the requests come from an isolate whose clock reads up to four buckets behind.
+    const lagMaxMs = Math.ceil((intBetween(rng, 1, 4) * trace.windowMs) / BUCKETS_PER_WINDOW);
+    const stampsMs = trace.timesMs.map((t) =>
+      rng() < 0.5 ? t : Math.max(0, t - intBetween(rng, 0, lagMaxMs))
+    );
+    const table = new WindowTable(1);
+    table.init(0, trace.limit, trace.windowMs);
+    const admittedMs: number[] = [];
+    let latestMs = 0;
+    for (const t of stampsMs) {
+      if (t < latestMs) outOfOrder++;
+      latestMs = Math.max(latestMs, t);
+      if (table.tryAdmit(0, t) >= 0) admittedMs.push(t);
+    }
+    admittedMs.sort((a, b) => a - b);
+    const most = maxInAnyWindow(admittedMs, trace.windowMs);
+    assert.ok(
+      most <= trace.limit,
+      `${describe(trace)}, clocks up to ${lagMaxMs} ms apart: ${most} admissions stamped ` +
+        `inside one rolling window`,
+    );
+  }
+  assert.ok(outOfOrder > 10_000, `only ${outOfOrder} calls out of order: nothing tested`);
+});
+
+// ---------------------------------------------------------------------------
 // Two isolates
 
 function nextMessage(worker: Worker): Promise<unknown> {
@@ -713,10 +781,12 @@ function isRemainingReport(value: unknown): value is { remainingByEntry: number[
 Deno.test("WindowTable.tryAdmit() admits exactly the limit across two isolates at one instant", async () => {
   // Rounds on fresh entries, each started together at a barrier, until the
   // isolates have overlapped on some entry (see _window_worker.ts): even if the
-  // scheduler runs them in turns, some round will catch them interleaved.
+  // scheduler runs them in turns, some round will catch them interleaved. A
+  // round takes well under a millisecond, so allow enough of them to outlast a
+  // busy machine running the isolates in turns for a while.
   const entriesPerRound = 8;
   const roundsMin = 4;
-  const roundsMax = 200;
+  const roundsMax = 2_000;
   const entries = roundsMax * entriesPerRound;
   const limit = 1_000;
   const nowMs = 5_000;
@@ -785,3 +855,92 @@ Deno.test("WindowTable.tryAdmit() admits exactly the limit across two isolates a
     worker.terminate();
   }
 });
+
+function isStampReport(value: unknown): value is { admittedMs: number[][] } {
+  return typeof value === "object" && value !== null && "admittedMs" in value &&
+    Array.isArray(value.admittedMs) &&
+    value.admittedMs.every((list: unknown) =>
+      Array.isArray(list) && list.every((n: unknown) => typeof n === "number")
+    );
+}
+
+Deno.test("WindowTable.tryAdmit() never over-admits by the callers' own stamps across two isolates while the window moves", async () => {
+  // Both isolates stamp requests with one shared clock that they move on as
+  // they go, each minus a random lag: reads race (a stamp may be older than
+  // what the other isolate already admitted), and an isolate preempted between
+  // reading the clock and admitting arrives many buckets late. Every entry's
+  // admissions, by their stamps, must fit the exact sliding log.
+  const configs = [[3, 63], [10, 63], [5, 7], [50, 200], [20, 130], [1, 63], [100, 1_000]] as const;
+  const capacity = 4;
+  const attempts = 150_000;
+  const worker = new Worker(new URL("./_window_clock_worker.ts", import.meta.url).href, {
+    type: "module",
+  });
+  let bothAdmitted = 0;
+  try {
+    for (let round = 0; round < configs.length * 2; round++) {
+      const [limit, windowMs] = configs[round % configs.length] ?? [1, 1];
+      const seed = 0x5ca1_0000 + round;
+      const skewMaxMs = [0, 3, 40][round % 3] ?? 0;
+      const tickEvery = [3, 10, 40][round % 3] ?? 3;
+      const what = `seed ${seed} (limit ${limit}, windowMs ${windowMs}, lag ≤ ${skewMaxMs} ms)`;
+      const table = new WindowTable(capacity);
+      for (let index = 0; index < capacity; index++) table.init(index, limit, windowMs);
+      const clock = new SharedArrayBuffer(8);
+      Atomics.store(new Int32Array(clock), 0, 1_000 + round);
+      const job = { buffer: table.buffer, capacity, clock, attempts, tickEvery, skewMaxMs };
+      const report = nextMessage(worker);
+      worker.postMessage({ ...job, seed: seed ^ 0x7777 });
+      const ours = admitOnSharedClock({ ...job, seed });
+      const theirs = await report;
+      assert.ok(isStampReport(theirs), "the worker's report has the wrong shape");
+      for (let index = 0; index < capacity; index++) {
+        const mine = ours[index] ?? [];
+        const other = theirs.admittedMs[index] ?? [];
+        if (mine.length > 0 && other.length > 0) bothAdmitted++;
+        const all = [...mine, ...other].sort((a, b) => a - b);
+        const most = maxInAnyWindow(all, windowMs);
+        assert.ok(
+          most <= limit,
+          `${what}, entry ${index}: ${most} admissions stamped in one window`,
+        );
+      }
+    }
+  } finally {
+    worker.terminate();
+  }
+  assert.ok(
+    bothAdmitted > 0,
+    "the isolates never admitted on the same entry: no concurrency tested",
+  );
+});
+
+/** The steps `_window_clock_worker.ts` runs, for this isolate (see there). */
+function admitOnSharedClock(job: {
+  buffer: SharedArrayBuffer;
+  capacity: number;
+  clock: SharedArrayBuffer;
+  attempts: number;
+  tickEvery: number;
+  skewMaxMs: number;
+  seed: number;
+}): number[][] {
+  const table = new WindowTable(job.capacity, job.buffer);
+  const clock = new Int32Array(job.clock);
+  const admittedMs: number[][] = Array.from({ length: job.capacity }, () => []);
+  let state = job.seed >>> 0;
+  Atomics.add(clock, 1, 1);
+  for (let spins = 0; Atomics.load(clock, 1) < 2; spins++) {
+    // A dead worker would leave this synchronous loop spinning for ever.
+    if (spins > 2e9) throw new Error("the worker never arrived");
+  }
+  for (let i = 0; i < job.attempts; i++) {
+    state = (Math.imul(state, 1_664_525) + 1_013_904_223) >>> 0;
+    const index = state % job.capacity;
+    const lagMs = job.skewMaxMs > 0 ? (state >>> 20) % (job.skewMaxMs + 1) : 0;
+    const stampMs = Math.max(0, Atomics.load(clock, 0) - lagMs);
+    if (table.tryAdmit(index, stampMs) >= 0) admittedMs[index]?.push(stampMs);
+    if ((state >>> 8) % job.tickEvery === 0) Atomics.add(clock, 0, 1);
+  }
+  return admittedMs;
+}
