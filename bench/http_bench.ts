@@ -354,6 +354,8 @@ async function main(): Promise<void> {
     const bare = targets.find((t) => t.name === "bare Deno.serve" && t.workers === 1);
     const own = targets.find((t) => t.name === "sluice own route" && t.workers === 1);
     if (bare !== undefined && own !== undefined) {
+      await wrk(bare, 1, 1, 2); // warm-up, not counted
+      await wrk(own, 1, 1, 2);
       const bareLatency = await wrk(bare, 1, 1, seconds);
       const ownLatency = await wrk(own, 1, 1, seconds);
       lines.push(

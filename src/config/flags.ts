@@ -137,7 +137,7 @@ export const SERVE_FLAGS: Record<string, FlagSpec> = {
     env: "SLUICE_WINDOW_CAPACITY",
     kind: "string",
     default: "131072",
-    help: "rate windows held in memory at most (544 bytes each)",
+    help: "rate windows held in memory at most (576 bytes each)",
   },
 };
 

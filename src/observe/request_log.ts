@@ -60,7 +60,7 @@ export class RequestLog {
       dir,
       maxFileBytes = 64 * 1024 * 1024,
       keepFiles = 5,
-      batchSize = 256,
+      batchSize = 64,
     } = options;
     this.#ring = new Array(capacity);
     this.#dir = dir;
@@ -118,6 +118,8 @@ export class RequestLog {
       this.#written += batch.length;
       for (const listener of this.#subscribers) listener(batch);
       if (this.#dir !== undefined) await this.#append(this.#dir, batch);
+      // Let waiting requests run between batches: a whole drain at once is milliseconds.
+      if (this.#size > 0) await new Promise((resolve) => setTimeout(resolve, 0));
     }
   }
 
