@@ -60,6 +60,8 @@ Deno.bench({
   group: "request log",
   name: "GET /v1/limits, log off",
   baseline: true,
+  n: 200_000,
+  warmup: 20_000,
   async fn() {
     const response = await off.request("/v1/limits", init);
     await response.arrayBuffer();
@@ -69,6 +71,8 @@ Deno.bench({
 Deno.bench({
   group: "request log",
   name: "GET /v1/limits, log on (ring + background writer to a file)",
+  n: 200_000,
+  warmup: 20_000,
   async fn() {
     const response = await on.request("/v1/limits", init);
     await response.arrayBuffer();
