@@ -12,6 +12,7 @@
 
 import type { HttpError } from "../http/errors.ts";
 import { limitBody } from "./body_limit.ts";
+import { Deadline } from "./deadline.ts";
 import {
   endToEndHeaders,
   type HttpProxyOptions,
@@ -38,12 +39,15 @@ export class FetchProxy implements Forwarder {
     this.#maxBodyBytes = maxBodyBytes;
   }
 
+  /** Nothing to close: `fetch` keeps its own pool. */
+  close(): void {}
+
   async forward(request: Request, context: ForwardContext): Promise<Response> {
     const target = upstreamUrl(this.#base, request.url);
     const headers = upstreamRequestHeaders(request, context, true);
     // One timer per exchange, cleared when it ends: AbortSignal.timeout() would
     // leave every request's timer pending for the whole timeout.
-    const exchange = new Exchange(this.#timeoutMs, context.signal);
+    const exchange = new Deadline(this.#timeoutMs, context.signal);
     const hasBody = request.body !== null && request.method !== "GET" && request.method !== "HEAD";
     let refused: HttpError | undefined;
     let response: Response;
@@ -71,7 +75,7 @@ export class FetchProxy implements Forwarder {
     const decoded = FETCH_DECODES.has(
       (response.headers.get("content-encoding") ?? "").trim().toLowerCase(),
     );
-    return new Response(exchange.bind(response.body), {
+    return new Response(bindToDeadline(response.body, exchange), {
       status: response.status,
       statusText: response.statusText,
       headers: endToEndHeaders(
@@ -83,82 +87,47 @@ export class FetchProxy implements Forwarder {
 }
 
 /**
- * One upstream exchange's deadline and cancellation: aborted when the client
- * goes away or `timeoutMs` passes, whichever is first; its timer and listener
- * are dropped as soon as the response body ends, fails or is cancelled.
+ * The upstream body, ended at the deadline. (Deno's fetch stops applying its
+ * signal to a body whose Response object is gone, as it is once re-wrapped
+ * here, so the deadline errors the stream itself.)
  */
-class Exchange {
-  readonly #controller = new AbortController();
-  readonly #timer: ReturnType<typeof setTimeout>;
-  readonly #client: AbortSignal;
-  #timedOut = false;
-  #onTimeout: (() => void) | undefined;
-  #onClientAbort = () => this.#controller.abort(this.#client.reason);
-
-  constructor(timeoutMs: number, client: AbortSignal) {
-    this.#client = client;
-    this.#timer = setTimeout(() => {
-      this.#timedOut = true;
-      this.#controller.abort(new DOMException("upstream timed out", "TimeoutError"));
-      this.#onTimeout?.();
-    }, timeoutMs);
-    if (client.aborted) this.#controller.abort(client.reason);
-    else client.addEventListener("abort", this.#onClientAbort, { once: true });
+function bindToDeadline(
+  source: ReadableStream<Uint8Array> | null,
+  deadline: Deadline,
+): ReadableStream<Uint8Array> | null {
+  if (source === null) {
+    deadline.end();
+    return null;
   }
-
-  get signal(): AbortSignal {
-    return this.#controller.signal;
-  }
-
-  get timedOut(): boolean {
-    return this.#timedOut;
-  }
-
-  end(): void {
-    clearTimeout(this.#timer);
-    this.#client.removeEventListener("abort", this.#onClientAbort);
-  }
-
-  /**
-   * The upstream body, ended at the deadline. (Deno's fetch stops applying its
-   * signal to a body whose Response object is gone, as it is once re-wrapped
-   * here, so the deadline errors the stream itself.)
-   */
-  bind(source: ReadableStream<Uint8Array> | null): ReadableStream<Uint8Array> | null {
-    if (source === null) {
-      this.end();
-      return null;
-    }
-    const reader = source.getReader();
-    let output: ReadableStreamDefaultController<Uint8Array> | undefined;
-    this.#onTimeout = () => {
-      reader.cancel().catch(() => {});
-      output?.error(new DOMException("upstream timed out", "TimeoutError"));
-    };
-    return new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        output = controller;
-      },
-      pull: async (controller) => {
-        let chunk: ReadableStreamReadResult<Uint8Array>;
-        try {
-          chunk = await reader.read();
-        } catch (error) {
-          this.end();
-          if (!this.#timedOut) controller.error(error);
-          return;
-        }
-        if (chunk.done) {
-          this.end();
-          controller.close();
-        } else {
-          controller.enqueue(chunk.value);
-        }
-      },
-      cancel: async (reason) => {
-        this.end();
-        await reader.cancel(reason).catch(() => {});
-      },
-    }, { highWaterMark: 0 });
-  }
+  const reader = source.getReader();
+  let output: ReadableStreamDefaultController<Uint8Array> | undefined;
+  deadline.onTimeout(() => {
+    reader.cancel().catch(() => {});
+    output?.error(new DOMException("upstream timed out", "TimeoutError"));
+  });
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      output = controller;
+    },
+    async pull(controller) {
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        deadline.end();
+        if (!deadline.timedOut) controller.error(error);
+        return;
+      }
+      if (chunk.done) {
+        deadline.end();
+        controller.close();
+      } else {
+        controller.enqueue(chunk.value);
+      }
+    },
+    async cancel(reason) {
+      deadline.end();
+      await reader.cancel(reason).catch(() => {});
+    },
+  }, { highWaterMark: 0 });
 }

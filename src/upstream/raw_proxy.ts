@@ -18,6 +18,7 @@ import {
   upstreamRequestHeaders,
   upstreamUrl,
 } from "./forward_headers.ts";
+import { Deadline } from "./deadline.ts";
 import type { ForwardContext, Forwarder } from "./forwarder.ts";
 import { BodyTooLargeError, H1Pool, type H1Response } from "./h1_pool.ts";
 import { HttpProxy } from "./proxy.ts";
@@ -121,43 +122,4 @@ function passedHeaders(fields: readonly [string, string][]): Headers {
     if (isEndToEnd(lower, connectionNamed)) passed.append(lower, value);
   }
   return passed;
-}
-
-/**
- * One exchange's deadline and cancellation: aborted when the client goes away
- * or `timeoutMs` passes; its timer and listener are dropped by `end()`.
- */
-class Deadline {
-  readonly #controller = new AbortController();
-  readonly #timer: ReturnType<typeof setTimeout>;
-  readonly #client: AbortSignal;
-  #timedOut = false;
-  readonly #onClientGone = () => {
-    this.#controller.abort(new DOMException("client went away", "AbortError"));
-  };
-
-  constructor(timeoutMs: number, client: AbortSignal) {
-    this.#client = client;
-    this.#timer = setTimeout(() => {
-      this.#timedOut = true;
-      this.#controller.abort(
-        new DOMException(`upstream did not answer within ${timeoutMs} ms`, "TimeoutError"),
-      );
-    }, timeoutMs);
-    if (client.aborted) this.#onClientGone();
-    else client.addEventListener("abort", this.#onClientGone, { once: true });
-  }
-
-  get signal(): AbortSignal {
-    return this.#controller.signal;
-  }
-
-  get timedOut(): boolean {
-    return this.#timedOut;
-  }
-
-  end(): void {
-    clearTimeout(this.#timer);
-    this.#client.removeEventListener("abort", this.#onClientGone);
-  }
 }

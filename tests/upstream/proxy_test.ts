@@ -11,6 +11,7 @@ import type { Clock } from "../../src/limits/clock.ts";
 import { Limiter } from "../../src/limits/limiter.ts";
 import type { Forwarder } from "../../src/upstream/forwarder.ts";
 import { HttpProxy } from "../../src/upstream/proxy.ts";
+import { FetchProxy } from "../../src/upstream/fetch_proxy.ts";
 import { RawProxy } from "../../src/upstream/raw_proxy.ts";
 import { makeConfig, serveOnLoopback, testKey, type TestServer } from "../_helpers.ts";
 
@@ -35,6 +36,7 @@ type MakeForwarder = (
 const FORWARDERS: readonly (readonly [string, MakeForwarder])[] = [
   ["HttpProxy", (upstream, options) => new HttpProxy(upstream, options)],
   ["RawProxy", (upstream, options) => new RawProxy(upstream, options)],
+  ["FetchProxy", (upstream, options) => new FetchProxy(upstream, options)],
 ];
 
 /** Registers `name` once per forwarder; `fn` builds its rigs with that forwarder. */
