@@ -93,3 +93,50 @@ export function seededRandom(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/**
+ * A simulator `sleep` the test can hold: while `holding` is set, each call
+ * waits until the test releases it; otherwise it returns at once (0 latency).
+ */
+export class SleepGate {
+  holding = false;
+  #held: PromiseWithResolvers<void>[] = [];
+  #arrivals = new Set<() => void>();
+
+  sleep = (_ms: number, signal: AbortSignal): Promise<void> => {
+    if (!this.holding) return Promise.resolve();
+    const deferred = Promise.withResolvers<void>();
+    signal.addEventListener("abort", () => deferred.reject(signal.reason), { once: true });
+    this.#held.push(deferred);
+    for (const arrival of this.#arrivals) arrival();
+    return deferred.promise;
+  };
+
+  /** Resolves once `count` calls are held; fails after `timeoutMs`. */
+  whenHeld(count: number, timeoutMs = 2000): Promise<void> {
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    const check = () => {
+      if (this.#held.length >= count) resolve();
+    };
+    const timer = setTimeout(
+      () => reject(new Error(`${count} calls not held in ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    this.#arrivals.add(check);
+    check();
+    return promise.finally(() => {
+      clearTimeout(timer);
+      this.#arrivals.delete(check);
+    });
+  }
+
+  /** Lets the oldest held call finish. */
+  releaseOne(): void {
+    this.#held.shift()?.resolve();
+  }
+
+  /** Lets every held call finish. */
+  releaseAll(): void {
+    for (const deferred of this.#held.splice(0)) deferred.resolve();
+  }
+}

@@ -17,52 +17,10 @@ import { PlansWriter } from "../../src/plans/plans_writer.ts";
 import type { PlansFile } from "../../src/plans/schema.ts";
 import { ConfigStore } from "../../src/plans/snapshot.ts";
 import { Simulator } from "../../src/upstream/simulator.ts";
-import { FakeClock, plansDocument, testKey } from "../_helpers.ts";
+import { FakeClock, plansDocument, SleepGate, testKey } from "../_helpers.ts";
 import { startDeno } from "../shipping/_process.ts";
 
 const ADMIN_TOKEN = "adm_admin_test_token_0123456789abcdef";
-
-/**
- * A simulator `sleep` the test can hold: while `holding` is set, each call
- * waits until released; otherwise it returns at once (0 latency).
- */
-class SleepGate {
-  holding = false;
-  #held: PromiseWithResolvers<void>[] = [];
-  #arrivals = new Set<() => void>();
-
-  sleep = (_ms: number, signal: AbortSignal): Promise<void> => {
-    if (!this.holding) return Promise.resolve();
-    const deferred = Promise.withResolvers<void>();
-    signal.addEventListener("abort", () => deferred.reject(signal.reason), { once: true });
-    this.#held.push(deferred);
-    for (const arrival of this.#arrivals) arrival();
-    return deferred.promise;
-  };
-
-  /** Resolves once `count` calls are held; fails after 2 s. */
-  whenHeld(count: number): Promise<void> {
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    const check = () => {
-      if (this.#held.length >= count) resolve();
-    };
-    const timer = setTimeout(() => reject(new Error(`${count} calls not held in 2 s`)), 2000);
-    this.#arrivals.add(check);
-    check();
-    return promise.finally(() => {
-      clearTimeout(timer);
-      this.#arrivals.delete(check);
-    });
-  }
-
-  releaseOne(): void {
-    this.#held.shift()?.resolve();
-  }
-
-  releaseAll(): void {
-    for (const deferred of this.#held.splice(0)) deferred.resolve();
-  }
-}
 
 interface Gateway {
   path: string;

@@ -19,50 +19,10 @@ import { PlansWriter } from "../../src/plans/plans_writer.ts";
 import type { PlansFile } from "../../src/plans/schema.ts";
 import { type ConfigSnapshot, ConfigStore } from "../../src/plans/snapshot.ts";
 import { Simulator } from "../../src/upstream/simulator.ts";
-import { FakeClock, makeConfig, plansDocument, testKey } from "../_helpers.ts";
+import { FakeClock, makeConfig, plansDocument, SleepGate, testKey } from "../_helpers.ts";
 
 const ADMIN_TOKEN = "adm_watcher_test_token_0123456789";
 const DEADLINE_MS = 2000;
-
-/**
- * A simulator `sleep` the test can hold: while `holding` is set, each call
- * waits until the test releases it; otherwise it returns at once (0 latency).
- */
-class SleepGate {
-  holding = false;
-  #held: PromiseWithResolvers<void>[] = [];
-  #arrivals = new Set<() => void>();
-
-  sleep = (_ms: number, signal: AbortSignal): Promise<void> => {
-    if (!this.holding) return Promise.resolve();
-    const deferred = Promise.withResolvers<void>();
-    signal.addEventListener("abort", () => deferred.reject(signal.reason), { once: true });
-    this.#held.push(deferred);
-    for (const arrival of this.#arrivals) arrival();
-    return deferred.promise;
-  };
-
-  /** Resolves once `count` calls are being held. */
-  whenHeld(count: number): Promise<void> {
-    return waitFor<void>((fire) => {
-      const check = () => {
-        if (this.#held.length >= count) fire();
-      };
-      this.#arrivals.add(check);
-      queueMicrotask(check);
-      return () => this.#arrivals.delete(check);
-    }, `${count} held upstream call(s)`);
-  }
-
-  /** Lets the oldest held call finish. */
-  releaseOne(): void {
-    this.#held.shift()?.resolve();
-  }
-
-  releaseAll(): void {
-    for (const deferred of this.#held.splice(0)) deferred.resolve();
-  }
-}
 
 /**
  * Resolves with the first value `subscribe` delivers, or rejects after the
