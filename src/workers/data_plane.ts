@@ -37,7 +37,7 @@ export interface WorkerPlane {
   lifecycle: Lifecycle & { draining: boolean };
   /** Applies a message from the main isolate. */
   receive(message: ToWorker): void;
-  /** Sends pending records and lease counts to the main isolate. */
+  /** Reclaims overdue leases, then sends pending records and lease counts to the main isolate. */
   flush(): void;
 }
 
@@ -120,6 +120,8 @@ export function createWorkerPlane(
       }
     },
     flush() {
+      // The last line of defence runs here too: this isolate's overdue leases.
+      limiter.leases.reclaimOverdue(clock.nowMs());
       if (pending.length > 0 || dropped > 0) {
         post({ type: "records", index, batch: pending, dropped });
         pending = [];
