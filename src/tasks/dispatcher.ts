@@ -20,6 +20,7 @@ import type { Lease } from "../limits/lease.ts";
 import type { Limiter } from "../limits/limiter.ts";
 import type { ConfigStore } from "../plans/snapshot.ts";
 import type { Forwarder } from "../upstream/forwarder.ts";
+import { Deadline } from "../upstream/deadline.ts";
 import { abortableSleep } from "../upstream/simulator.ts";
 import { type Task, taskView } from "./task.ts";
 import type { TaskJournal } from "./task_journal.ts";
@@ -194,7 +195,9 @@ export class Dispatcher {
   async #attempt(task: Task, signal: AbortSignal): Promise<AttemptOutcome> {
     const { forwarder, config, taskPaths, attemptTimeoutMs } = this.#o;
     const path = taskPaths[task.taskType] ?? `/v1/monitor/${task.taskType.toLowerCase()}`;
-    const attemptSignal = AbortSignal.any([signal, AbortSignal.timeout(attemptTimeoutMs)]);
+    // One timer per attempt, cleared when it ends (see `deadline.ts`).
+    const deadline = new Deadline(attemptTimeoutMs, signal);
+    const attemptSignal = deadline.signal;
     const request = new Request(`http://sluice.internal${path}`, {
       method: "POST",
       headers: { "content-type": "application/json", "x-request-id": task.id },
@@ -218,7 +221,7 @@ export class Dispatcher {
         const failure = { code: error.code, message: error.message };
         return { kind: error.status >= 500 ? "retry" : "fatal", error: failure };
       }
-      if (attemptSignal.aborted && !signal.aborted) {
+      if (deadline.timedOut) {
         return {
           kind: "retry",
           error: { code: "UPSTREAM_TIMEOUT", message: "upstream timed out" },
@@ -226,6 +229,8 @@ export class Dispatcher {
       }
       const message = error instanceof Error ? error.message : String(error);
       return { kind: "retry", error: { code: "UPSTREAM_ERROR", message } };
+    } finally {
+      deadline.end();
     }
   }
 }
