@@ -9,20 +9,12 @@
  *   sluice keys revoke --account ID --key-id KEY [--plans FILE]
  */
 
-import { parseArgs } from "node:util";
 import { parseServeFlags, serveHelp, type ServeOptions } from "./src/config/flags.ts";
 import { createApp, type Lifecycle } from "./src/http/app.ts";
 import type { Clock } from "./src/limits/clock.ts";
 import { Limiter } from "./src/limits/limiter.ts";
-import { createKey, type EditResult, revokeKey } from "./src/plans/key_admin.ts";
-import {
-  ensurePlansFile,
-  loadPlansFile,
-  parsePlansText,
-  renderPlansFile,
-  writeFileAtomic,
-} from "./src/plans/plans_file.ts";
-import type { PlansFile } from "./src/plans/schema.ts";
+import { keysCommand, plansCheckCommand } from "./src/plans/plans_cli.ts";
+import { ensurePlansFile, parsePlansText } from "./src/plans/plans_file.ts";
 import { ConfigStore } from "./src/plans/snapshot.ts";
 import { PlansWatcher } from "./src/plans/plans_watcher.ts";
 import { PlansWriter } from "./src/plans/plans_writer.ts";
@@ -301,77 +293,6 @@ async function serve(options: ServeOptions): Promise<void> {
   await shuttingDown;
 }
 
-async function plansCheck(path: string | undefined): Promise<number> {
-  if (path === undefined) {
-    console.error("usage: sluice plans check FILE");
-    return 2;
-  }
-  const result = await loadPlansFile(path, new Date(realClock.nowMs()));
-  if (result.ok) {
-    const s = result.snapshot;
-    console.log(
-      `${path}: ok (${s.plans.size} plans, ${s.accounts.size} accounts, version ${s.version})`,
-    );
-    return 0;
-  }
-  console.error(`${path}: ${result.errors.length} error(s)`);
-  for (const e of result.errors) console.error(`  ${e.path}: ${e.message}`);
-  return 1;
-}
-
-async function editPlans(
-  path: string,
-  edit: (document: PlansFile, now: Date) => EditResult<Record<string, unknown>>,
-): Promise<EditResult<Record<string, unknown>> | undefined> {
-  const now = new Date(realClock.nowMs());
-  const loaded = await loadPlansFile(path, now);
-  if (!loaded.ok) {
-    console.error(`${path}: cannot edit an invalid plans file:`);
-    for (const e of loaded.errors) console.error(`  ${e.path}: ${e.message}`);
-    return undefined;
-  }
-  const result = edit(loaded.snapshot.document, now);
-  if (result.ok) await writeFileAtomic(path, renderPlansFile(result.document));
-  return result;
-}
-
-async function keys(args: string[]): Promise<number> {
-  const [action, ...rest] = args;
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      account: { type: "string" },
-      "key-id": { type: "string" },
-      plans: { type: "string" },
-    },
-    strict: true,
-  });
-  const path = values.plans ?? Deno.env.get("SLUICE_PLANS") ?? "./plans.json";
-  const account = values.account;
-  if (account === undefined || (action !== "create" && action !== "revoke")) {
-    console.error("usage: sluice keys create|revoke --account ID [--key-id KEY] [--plans FILE]");
-    return 2;
-  }
-  if (action === "create") {
-    const result = await editPlans(path, (doc, now) => createKey(doc, account, now));
-    if (result === undefined) return 1;
-    if (!result.ok) return fail(result.message);
-    console.log(`Created key ${String(result.keyId)} for account ${account} (shown once):`);
-    console.log(String(result.apiKey));
-    return 0;
-  }
-  const keyId = values["key-id"];
-  if (keyId === undefined) {
-    console.error("usage: sluice keys revoke --account ID --key-id KEY [--plans FILE]");
-    return 2;
-  }
-  const result = await editPlans(path, (doc, now) => revokeKey(doc, account, keyId, now));
-  if (result === undefined) return 1;
-  if (!result.ok) return fail(result.message);
-  console.log(`Revoked key ${keyId} of account ${account}.`);
-  return 0;
-}
-
 function fail(message: string): number {
   console.error(`sluice: ${message}`);
   return 1;
@@ -394,12 +315,15 @@ async function main(args: string[]): Promise<number> {
       return 0;
     }
     case "plans":
-      if (rest[0] === "check") return await plansCheck(rest[1]);
+      if (rest[0] === "check") return await plansCheckCommand(rest[1], realClock);
       console.error("usage: sluice plans check FILE");
       return 2;
     case "keys":
       try {
-        return await keys(rest);
+        return await keysCommand(rest, {
+          clock: realClock,
+          plansPath: Deno.env.get("SLUICE_PLANS") ?? "./plans.json",
+        });
       } catch (error) {
         return fail(error instanceof Error ? error.message : String(error));
       }
