@@ -7,17 +7,16 @@
  * output.
  */
 
+import { plansFixture } from "../plans/_plans_fixture.ts";
 import assert from "node:assert/strict";
 import { createApp } from "../../src/http/app.ts";
 import { Limiter } from "../../src/limits/limiter.ts";
 import { hashApiKey } from "../../src/plans/api_key.ts";
-import { loadPlansFile, parsePlansText, renderPlansFile } from "../../src/plans/plans_file.ts";
-import { PlansWatcher } from "../../src/plans/plans_watcher.ts";
-import { PlansWriter } from "../../src/plans/plans_writer.ts";
+import { parsePlansText, renderPlansFile } from "../../src/plans/plans_file.ts";
 import type { PlansFile } from "../../src/plans/schema.ts";
-import { ConfigStore } from "../../src/plans/snapshot.ts";
+import type { ConfigStore } from "../../src/plans/snapshot.ts";
 import { Simulator } from "../../src/upstream/simulator.ts";
-import { FakeClock, plansDocument, SleepGate, testKey } from "../_helpers.ts";
+import { plansDocument, SleepGate, testKey } from "../_helpers.ts";
 import { startDeno } from "../shipping/_process.ts";
 
 const ADMIN_TOKEN = "adm_admin_test_token_0123456789abcdef";
@@ -36,17 +35,8 @@ interface Gateway {
  * a hand edit is picked up only by `POST /admin/reload` and tests stay exact.
  */
 async function startGateway(document: PlansFile): Promise<Gateway> {
-  const dir = await Deno.makeTempDir({ prefix: "sluice_admin_" });
-  const path = `${dir}/plans.json`;
-  const text = renderPlansFile(document);
-  await Deno.writeTextFile(path, text);
-  const clock = new FakeClock();
-  const loaded = await loadPlansFile(path, new Date(clock.nowMs()));
-  if (!loaded.ok) throw new Error(JSON.stringify(loaded.errors));
-  const config = new ConfigStore(loaded.snapshot);
-  const watcher = new PlansWatcher(path, { config, clock });
-  watcher.markLive(text);
-  const writer = new PlansWriter(path, { config, clock, watcher });
+  const fixture = await plansFixture(document);
+  const { path, clock, config, watcher, writer } = fixture;
   const limiter = new Limiter({ epochMs: clock.nowMs() });
   const gate = new SleepGate();
   const app = createApp({
@@ -64,8 +54,7 @@ async function startGateway(document: PlansFile): Promise<Gateway> {
     request: async (p, init) => await app.request(p, init),
     async [Symbol.asyncDispose]() {
       gate.releaseAll();
-      await watcher.stop();
-      await Deno.remove(dir, { recursive: true });
+      await fixture[Symbol.asyncDispose]();
     },
   };
 }

@@ -9,15 +9,15 @@
  * the test.
  */
 
+import { plansFixture } from "./_plans_fixture.ts";
 import assert from "node:assert/strict";
 import { createApp } from "../../src/http/app.ts";
 import { Limiter } from "../../src/limits/limiter.ts";
 import { hashApiKey } from "../../src/plans/api_key.ts";
-import { loadPlansFile, renderPlansFile } from "../../src/plans/plans_file.ts";
+import { renderPlansFile } from "../../src/plans/plans_file.ts";
 import { PlansWatcher, type ReloadOutcome } from "../../src/plans/plans_watcher.ts";
-import { PlansWriter } from "../../src/plans/plans_writer.ts";
 import type { PlansFile } from "../../src/plans/schema.ts";
-import { type ConfigSnapshot, ConfigStore } from "../../src/plans/snapshot.ts";
+import type { ConfigSnapshot, ConfigStore } from "../../src/plans/snapshot.ts";
 import { Simulator } from "../../src/upstream/simulator.ts";
 import { FakeClock, makeConfig, plansDocument, SleepGate, testKey } from "../_helpers.ts";
 
@@ -68,27 +68,18 @@ interface LiveGateway {
 
 /** A gateway app on a real temp plans file with a started watcher. */
 async function startLiveGateway(document: PlansFile): Promise<LiveGateway> {
-  const dir = await Deno.makeTempDir({ prefix: "sluice_watch_" });
-  const path = `${dir}/plans.json`;
-  const text = renderPlansFile(document);
-  await Deno.writeTextFile(path, text);
-  const clock = new FakeClock();
-  const loaded = await loadPlansFile(path, new Date(clock.nowMs()));
-  if (!loaded.ok) throw new Error(`bad test document: ${JSON.stringify(loaded.errors)}`);
-  const config = new ConfigStore(loaded.snapshot);
   const reports = new Set<(outcome: ReloadOutcome) => void>();
-  const watcher = new PlansWatcher(path, {
-    config,
-    clock,
-    debounceMs: 50,
-    pollMs: 200,
-    onReload: (outcome) => {
-      for (const report of reports) report(outcome);
+  const fixture = await plansFixture(document, {
+    start: true,
+    watcher: {
+      debounceMs: 50,
+      pollMs: 200,
+      onReload: (outcome) => {
+        for (const report of reports) report(outcome);
+      },
     },
   });
-  watcher.markLive(text);
-  await watcher.start();
-  const writer = new PlansWriter(path, { config, clock, watcher });
+  const { dir, path, clock, config, watcher, writer } = fixture;
   const limiter = new Limiter({ epochMs: clock.nowMs() });
   const gate = new SleepGate();
   const app = createApp({

@@ -8,52 +8,10 @@
 import assert from "node:assert/strict";
 import { createKey } from "../../src/plans/key_admin.ts";
 import { deletePlan, patchAccount, putPlan } from "../../src/plans/plan_admin.ts";
-import { loadPlansFile, parsePlansText, renderPlansFile } from "../../src/plans/plans_file.ts";
-import { PlansWatcher } from "../../src/plans/plans_watcher.ts";
-import { PlansWriter } from "../../src/plans/plans_writer.ts";
+import { parsePlansText, renderPlansFile } from "../../src/plans/plans_file.ts";
 import type { PlansFile } from "../../src/plans/schema.ts";
-import { ConfigStore } from "../../src/plans/snapshot.ts";
-import { FakeClock, plansDocument } from "../_helpers.ts";
-
-interface Fixture {
-  dir: string;
-  path: string;
-  clock: FakeClock;
-  config: ConfigStore;
-  watcher: PlansWatcher;
-  writer: PlansWriter;
-  [Symbol.asyncDispose](): Promise<void>;
-}
-
-/**
- * A plans file in a temp dir with its config, a watcher that is not started
- * (tests call `reloadNow` themselves) and a writer.
- */
-async function fixture(document: PlansFile): Promise<Fixture> {
-  const dir = await Deno.makeTempDir({ prefix: "sluice_writer_" });
-  const path = `${dir}/plans.json`;
-  const text = renderPlansFile(document);
-  await Deno.writeTextFile(path, text);
-  const clock = new FakeClock();
-  const loaded = await loadPlansFile(path, new Date(clock.nowMs()));
-  if (!loaded.ok) throw new Error(JSON.stringify(loaded.errors));
-  const config = new ConfigStore(loaded.snapshot);
-  const watcher = new PlansWatcher(path, { config, clock });
-  watcher.markLive(text);
-  const writer = new PlansWriter(path, { config, clock, watcher });
-  return {
-    dir,
-    path,
-    clock,
-    config,
-    watcher,
-    writer,
-    async [Symbol.asyncDispose]() {
-      await watcher.stop();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
+import { plansDocument } from "../_helpers.ts";
+import { plansFixture } from "./_plans_fixture.ts";
 
 const BASE = plansDocument(
   { free: { concurrency: 1 }, pro: { concurrency: 10 } },
@@ -67,7 +25,7 @@ async function fileDocument(path: string): Promise<PlansFile> {
 }
 
 Deno.test("PlansWriter.update() runs concurrent edits one at a time, in order, losing none", async () => {
-  await using fx = await fixture(BASE);
+  await using fx = await plansFixture(BASE);
   const order: number[] = [];
   const results = await Promise.all(
     Array.from({ length: 60 }, (_, i) =>
@@ -91,7 +49,7 @@ Deno.test("PlansWriter.update() runs concurrent edits one at a time, in order, l
 });
 
 Deno.test("PlansWriter.update() is live at once and the watcher does not apply its own write again", async () => {
-  await using fx = await fixture(BASE);
+  await using fx = await plansFixture(BASE);
   const swaps: string[] = [];
   using _ = { [Symbol.dispose]: fx.config.subscribe((s) => swaps.push(s.version)) };
   const result = await fx.writer.update((document) =>
@@ -108,7 +66,7 @@ Deno.test("PlansWriter.update() is live at once and the watcher does not apply i
 });
 
 Deno.test("an edit that would make the file invalid is refused with its paths; file and config unchanged", async () => {
-  await using fx = await fixture(BASE);
+  await using fx = await plansFixture(BASE);
   const before = await Deno.readTextFile(fx.path);
   const live = fx.config.current;
   const result = await fx.writer.update((document) =>
@@ -130,7 +88,7 @@ Deno.test("an edit that would make the file invalid is refused with its paths; f
 });
 
 Deno.test("an edit that throws rejects its own call and does not block the ones queued after it", async () => {
-  await using fx = await fixture(BASE);
+  await using fx = await plansFixture(BASE);
   const failing = fx.writer.update(() => {
     throw new Error("boom");
   });
@@ -141,7 +99,7 @@ Deno.test("an edit that throws rejects its own call and does not block the ones 
 });
 
 Deno.test("the writer builds on the file on disk, so a valid hand edit not yet reloaded is kept", async () => {
-  await using fx = await fixture(BASE);
+  await using fx = await plansFixture(BASE);
   const handEdited = structuredClone(BASE);
   handEdited.plans.hand = { concurrency: 4 };
   await Deno.writeTextFile(fx.path, renderPlansFile(handEdited));
@@ -155,7 +113,7 @@ Deno.test("the writer builds on the file on disk, so a valid hand edit not yet r
 });
 
 Deno.test("over an invalid file on disk the writer builds on the live config and writes a valid file", async () => {
-  await using fx = await fixture(BASE);
+  await using fx = await plansFixture(BASE);
   await Deno.writeTextFile(fx.path, '{"plans": ');
   assert.equal((await fx.writer.update((d) => putPlan(d, "admin", { concurrency: 5 }))).ok, true);
   const onDisk = await fileDocument(fx.path);
@@ -164,7 +122,7 @@ Deno.test("over an invalid file on disk the writer builds on the live config and
 });
 
 Deno.test("a created key is stored only as its sha256 hash", async () => {
-  await using fx = await fixture(BASE);
+  await using fx = await plansFixture(BASE);
   const result = await fx.writer.update((d, now) => createKey(d, "acme", now));
   assert.ok(result.ok);
   const text = await Deno.readTextFile(fx.path);
